@@ -1,0 +1,197 @@
+"""TLG8 per-block bit estimate (spec tlg8_block_cost.md §6), scalar and batched.
+
+Two implementations of the same rules:
+
+* `sequence_bits` — the spec, literally, one sequence at a time in plain Python. Used for
+  single configurations (the beam-search callback) and as the reference the batched code is
+  tested against.
+* `lane_bits` — the same estimator over many sequences ("lanes") at once: the adaptive state
+  is sequential along a sequence, so the loop runs over positions (at most 192) and every
+  step is one vectorised operation across all lanes. This is where the speed comes from.
+"""
+import numpy as np
+
+from . import stages
+
+# Mapped magnitudes are < 1275 (|value| <= 637), so (k << 11) | m indexes one cost table.
+M_BITS = 11
+# Run-length lanes mark zeros with this m: it costs 0 bits and leaves the state alone.
+SKIP_M = (1 << M_BITS) - 1
+# The state a stays below 16 * 1275 (it moves toward 16 m by a fraction < 1 each step).
+A_SIZE = 16 * 1280
+
+
+def _gamma_bits(v):
+    return 2 * int(v).bit_length() - 1
+
+
+def golomb_cost(m, k):
+    """Bits of one Golomb-Rice code with escape (spec §6.3)."""
+    q = m >> k
+    return 16 + _gamma_bits(m - 15) if q >= 16 else q + 1 + k
+
+
+def run_cost(length):
+    """Bits of one run length in the run-length estimator (spec §6.5)."""
+    return length if length <= 2 else 2 + _gamma_bits(length - 2)
+
+
+def make_tables(golomb_table=stages.DEFAULT_GOLOMB_TABLE):
+    """Lookup tables for a Golomb table: (k_by_idx (8,1024), ratios (8,2), k_by_a, cost)."""
+    k_by_idx = stages.k_table(golomb_table)
+    ratios = np.array([(up, down) for up, down, _ in golomb_table], np.int32)
+    # k as a function of the state a itself: idx = (a + 8) >> 4, and k = 0 past the table
+    # (spec §9.3). Stored pre-shifted (k << 11) so one OR with m gives the cost index.
+    idx = (np.arange(A_SIZE) + 8) >> 4
+    k_by_a = np.zeros((8, A_SIZE), np.int32)
+    inside = idx < 1024
+    k_by_a[:, inside] = k_by_idx[:, idx[inside]] << M_BITS
+    cost = np.zeros(9 << M_BITS, np.int32)
+    for k in range(9):
+        for m in range(SKIP_M):
+            cost[(k << M_BITS) | m] = golomb_cost(m, k)
+    return k_by_idx, ratios, k_by_a, cost
+
+
+K_BY_IDX, RATIOS, K_BY_A, COST = make_tables()
+RUN_COST = np.array([0] + [run_cost(n) for n in range(1, 4 * 64 + 1)], np.int32)
+
+
+# ---------------------------------------------------------------------------------------
+# Spec-literal scalar estimator
+
+
+def sequence_bits(values, row, entropy, tables=None):
+    """Estimated bits of one sequence with Golomb row `row` and estimator `entropy`.
+
+    entropy 0 = plain adaptive Golomb-Rice (§6.4), 1 = run-length (§6.5).
+    """
+    k_by_idx, ratios = (K_BY_IDX, RATIOS) if tables is None else tables[:2]
+    krow = k_by_idx[row].tolist()
+    up, down = (int(r) for r in ratios[row])
+    values = [int(v) for v in values]
+    if not values:
+        return 0
+    bits = 0
+    a = 0
+    if entropy == 1:
+        bits = 1                                   # is-the-first-value-non-zero flag
+        start = 0
+        for i in range(1, len(values) + 1):
+            if i == len(values) or (values[i] != 0) != (values[start] != 0):
+                bits += run_cost(i - start)
+                start = i
+    for v in values:
+        if entropy == 0:
+            m = 2 * v if v >= 0 else -2 * v - 1
+        elif v == 0:
+            continue                               # zeros do not touch the state
+        else:
+            m = 2 * v - 1 if v > 0 else -2 * v - 2
+        idx = (a + 8) >> 4
+        bits += golomb_cost(m, krow[idx] if idx < 1024 else 0)
+        rho = up if a < m else down
+        a = ((16 * m) * rho + a * (16 - rho) + 8) >> 4
+    return bits
+
+
+def block_bits(ws, predictor, code, reorder, interleave, entropy, tables=None):
+    """Estimated bits of one block for one configuration (spec §6.6).
+
+    ws: the block's padded workspace (C, h+1, w+2) from image.block_workspaces.
+    """
+    h, w = ws.shape[1] - 1, ws.shape[2] - 2
+    comps = stages.coded_values(ws, predictor, code, reorder, w, h)
+    if interleave:
+        return sequence_bits(stages.interleave(comps), stages.INTERLEAVED_ROWS[entropy],
+                             entropy, tables)
+    return sum(sequence_bits(comps[c], stages.component_row(entropy, c), entropy, tables)
+               for c in range(len(comps)))
+
+
+# ---------------------------------------------------------------------------------------
+# Batched estimator
+
+
+def _value_tables(entropy):
+    """m for every int16 value seen as uint16 (negative v sits at 65536 + v)."""
+    v = np.arange(1 << 16, dtype=np.int64)
+    v = np.where(v >= 1 << 15, v - (1 << 16), v)
+    if entropy == 0:
+        m = np.where(v >= 0, 2 * v, -2 * v - 1)
+    else:                                   # run-length: zeros are skipped (SKIP_M)
+        m = np.where(v > 0, 2 * v - 1, np.where(v < 0, -2 * v - 2, SKIP_M))
+    return np.minimum(m, SKIP_M).astype(np.int32)
+
+
+MAPPED = (_value_tables(0), _value_tables(1))
+LANE_CHUNK = 16384          # lanes per pass: keeps the ~10 work vectors in L2
+
+
+def _run_bits(values):
+    """Flag bit plus the run-length codes of all runs, per lane of values (L, lanes)."""
+    length, lanes = values.shape
+    nz = values.T != 0
+    starts = np.ones((lanes, length), bool)
+    starts[:, 1:] = nz[:, 1:] != nz[:, :-1]
+    first = np.flatnonzero(starts.ravel())
+    run_lengths = np.diff(np.append(first, lanes * length))
+    costs = RUN_COST[run_lengths]
+    return 1 + np.bincount(first // length, weights=costs, minlength=lanes).astype(np.int64)
+
+
+def lane_bits(values, row, entropy, tables=None):
+    """Estimated bits of many equal-length sequences, one per column ("lane").
+
+    values: int16 (L, lanes), position-major so that one step reads one contiguous row.
+    All lanes use Golomb row `row` and estimator `entropy` and start from a = 0.
+    Returns int64 (lanes,).
+    """
+    length, lanes = values.shape
+    out = np.zeros(lanes, np.int64)
+    if length == 0 or lanes == 0:
+        return out
+    values = values.astype(np.int16, copy=False)
+    for lo in range(0, lanes, LANE_CHUNK):
+        hi = min(lanes, lo + LANE_CHUNK)
+        out[lo:hi] = _golomb_bits(values[:, lo:hi], row, entropy, tables)
+    if entropy == 1:
+        out += _run_bits(values)
+    return out
+
+
+def _golomb_bits(values, row, entropy, tables):
+    """The Golomb part of lane_bits for at most LANE_CHUNK lanes."""
+    _, ratios, k_by_a, cost = (None, RATIOS, K_BY_A, COST) if tables is None else tables
+    length, lanes = values.shape
+    up, down = int(ratios[row, 0]), int(ratios[row, 1])
+    krow = k_by_a[row]
+    mapped = MAPPED[entropy]
+    codes = values.view(np.uint16)
+    # Work vectors as rows of one buffer with a stride that is not a power of two: separate
+    # allocations of 2^k bytes land on the same cache sets and made the loop much slower.
+    work = np.zeros((8, lanes + 80), np.int32)[:, :lanes]
+    a, bits, k, c, d, rho, m, live = work
+    # NumPy int32 scalars and explicit out= arrays: mixing Python ints or bools into the
+    # ufuncs costs a slow type-resolution path, about 3x the whole step.
+    rise, fall = np.int32(up - down), np.int32(down)
+    eight, four = np.int32(8), np.int32(4)
+    for t in range(length):
+        np.take(mapped, codes[t], out=m, mode="clip")
+        np.take(krow, a, out=k, mode="clip")
+        np.bitwise_or(k, m, out=k)
+        np.take(cost, k, out=c, mode="clip")
+        np.add(bits, c, out=bits)
+        np.less(a, m, out=rho, casting="unsafe")     # rho = up if a < m else down
+        np.multiply(rho, rise, out=rho)
+        np.add(rho, fall, out=rho)
+        if entropy == 1:                             # zeros leave a alone: rho = 0
+            np.not_equal(values[t], 0, out=live, casting="unsafe")
+            np.multiply(rho, live, out=rho)
+        np.left_shift(m, four, out=d)
+        np.subtract(d, a, out=d)
+        np.multiply(d, rho, out=d)
+        np.add(d, eight, out=d)
+        np.right_shift(d, four, out=d)  # a' = ((16m)rho + a(16 - rho) + 8) >> 4
+        np.add(a, d, out=a)             #    = a + ((16m - a)rho + 8) >> 4, floor shift
+    return bits
