@@ -118,6 +118,12 @@ def predict(ws, predictor):
     b = ws[..., :-1, 1:-1]
     c = ws[..., :-1, :-2]
     d = ws[..., :-1, 2:]
+    return predict_neighbours(a, b, c, d, predictor)
+
+
+def predict_neighbours(a, b, c, d, predictor):
+    """Prediction `predictor` from neighbour arrays a (left), b (above), c (above-left),
+    d (above-right) of any one shape; the decoder uses it on one wavefront of samples."""
     if predictor == 0:
         mx = np.maximum(a, b)
         mn = np.minimum(a, b)
@@ -166,7 +172,7 @@ def secondary_term(d0, d1, secondary):
 
 def color_filter(res, code):
     """Apply filter `code` to residuals (..., C, n); component 3 is left as it is."""
-    if res.shape[-3] < 3:
+    if res.shape[-2] < 3:
         return res
     perm, primary, secondary = split_filter_code(int(code))
     s0, s1, s2 = PERMUTATIONS[perm]
@@ -180,7 +186,7 @@ def color_filter(res, code):
 
 def inverse_color_filter(filtered, code):
     """Undo color_filter: (..., C, n) filtered values -> predictor residuals."""
-    if filtered.shape[-3] < 3:
+    if filtered.shape[-2] < 3:
         return filtered
     perm, primary, secondary = split_filter_code(int(code))
     r0 = filtered[..., 0, :]
@@ -194,7 +200,7 @@ def inverse_color_filter(filtered, code):
 
 def all_filters(res):
     """All 96 filters of residuals (..., C, n) -> (..., 96, C, n), code order."""
-    if res.shape[-3] < 3:
+    if res.shape[-2] < 3:
         return res[..., None, :, :]
     return np.stack([color_filter(res, code) for code in range(N_FILTERS)], axis=-3)
 
