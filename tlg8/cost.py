@@ -125,73 +125,174 @@ def _value_tables(entropy):
 
 
 MAPPED = (_value_tables(0), _value_tables(1))
-LANE_CHUNK = 16384          # lanes per pass: keeps the ~10 work vectors in L2
+LANE_CHUNK = 16384          # lanes per pass (measured: 4k-32k within noise; 2k is slower)
+# Run-length codes charged position by position: a run of length L costs
+# RUN_COST[L] = sum(RUN_STEP[1..L]), so the estimator never needs to know where a run ends.
+RUN_STEP = np.diff(RUN_COST).astype(np.int32)
+RUN_STEP = np.concatenate([[0], RUN_STEP, [0]]).astype(np.int32)
 
 
-def _run_bits(values):
-    """Flag bit plus the run-length codes of all runs, per lane of values (L, lanes)."""
-    length, lanes = values.shape
-    nz = values.T != 0
-    starts = np.ones((lanes, length), bool)
-    starts[:, 1:] = nz[:, 1:] != nz[:, :-1]
-    first = np.flatnonzero(starts.ravel())
-    run_lengths = np.diff(np.append(first, lanes * length))
-    costs = RUN_COST[run_lengths]
-    return 1 + np.bincount(first // length, weights=costs, minlength=lanes).astype(np.int64)
+def lane_bits(values, row, entropy, orders=None, tables=None):
+    """Estimated bits of many sequences at once, one per column ("lane").
 
-
-def lane_bits(values, row, entropy, tables=None):
-    """Estimated bits of many equal-length sequences, one per column ("lane").
-
-    values: int16 (L, lanes), position-major so that one step reads one contiguous row.
+    values: int16 (P, lanes), position-major so that one step reads one contiguous row.
+    orders: (n_orders, L) positions to read, in sequence order (default: all P in order).
+    A reorder or an interleave is just such an index; no reordered copy of the lanes is
+    made, and the mapping of values is shared by all orders.
     All lanes use Golomb row `row` and estimator `entropy` and start from a = 0.
-    Returns int64 (lanes,).
+    Returns int64 (n_orders, lanes); a 1-D `orders` gives (lanes,).
     """
-    length, lanes = values.shape
-    out = np.zeros(lanes, np.int64)
-    if length == 0 or lanes == 0:
-        return out
-    values = values.astype(np.int16, copy=False)
-    for lo in range(0, lanes, LANE_CHUNK):
-        hi = min(lanes, lo + LANE_CHUNK)
-        out[lo:hi] = _golomb_bits(values[:, lo:hi], row, entropy, tables)
-    if entropy == 1:
-        out += _run_bits(values)
-    return out
+    values = np.asarray(values)
+    if values.dtype != np.int16:
+        values = values.astype(np.int16)
+    if orders is None:
+        orders = np.arange(values.shape[0])
+    orders = np.asarray(orders)
+    single = orders.ndim == 1
+    orders = orders.reshape(-1, orders.shape[-1]) if orders.size else orders.reshape(-1, 0)
+    lanes = values.shape[1]
+    out = np.zeros((len(orders), lanes), np.int64)
+    if orders.shape[1] > 0:
+        for lo in range(0, lanes, LANE_CHUNK):
+            hi = min(lanes, lo + LANE_CHUNK)
+            out[:, lo:hi] = _lane_chunk_bits(values[:, lo:hi], orders, row, entropy, tables)
+    return out[0] if single else out
 
 
-def _golomb_bits(values, row, entropy, tables):
-    """The Golomb part of lane_bits for at most LANE_CHUNK lanes."""
+def _lane_chunk_bits(values, orders, row, entropy, tables):
+    """lane_bits for at most LANE_CHUNK lanes."""
     _, ratios, k_by_a, cost = (None, RATIOS, K_BY_A, COST) if tables is None else tables
-    length, lanes = values.shape
+    lanes = values.shape[1]
     up, down = int(ratios[row, 0]), int(ratios[row, 1])
     krow = k_by_a[row]
-    mapped = MAPPED[entropy]
-    codes = values.view(np.uint16)
+    # Map the values once for all orders (m for the estimator, 0/1 "non-zero" for runs).
+    mapped = MAPPED[entropy].take(np.ascontiguousarray(values).view(np.uint16), mode="clip")
+    nonzero = (values != 0).astype(np.int32) if entropy == 1 else None
     # Work vectors as rows of one buffer with a stride that is not a power of two: separate
     # allocations of 2^k bytes land on the same cache sets and made the loop much slower.
-    work = np.zeros((8, lanes + 80), np.int32)[:, :lanes]
-    a, bits, k, c, d, rho, m, live = work
+    work = np.zeros((10, lanes + 80), np.int32)[:, :lanes]
+    a, bits, k, c, d, rho, same, run, _, _ = work
     # NumPy int32 scalars and explicit out= arrays: mixing Python ints or bools into the
     # ufuncs costs a slow type-resolution path, about 3x the whole step.
     rise, fall = np.int32(up - down), np.int32(down)
-    eight, four = np.int32(8), np.int32(4)
-    for t in range(length):
-        np.take(mapped, codes[t], out=m, mode="clip")
-        np.take(krow, a, out=k, mode="clip")
-        np.bitwise_or(k, m, out=k)
-        np.take(cost, k, out=c, mode="clip")
-        np.add(bits, c, out=bits)
-        np.less(a, m, out=rho, casting="unsafe")     # rho = up if a < m else down
-        np.multiply(rho, rise, out=rho)
-        np.add(rho, fall, out=rho)
-        if entropy == 1:                             # zeros leave a alone: rho = 0
-            np.not_equal(values[t], 0, out=live, casting="unsafe")
-            np.multiply(rho, live, out=rho)
-        np.left_shift(m, four, out=d)
-        np.subtract(d, a, out=d)
-        np.multiply(d, rho, out=d)
-        np.add(d, eight, out=d)
-        np.right_shift(d, four, out=d)  # a' = ((16m)rho + a(16 - rho) + 8) >> 4
-        np.add(a, d, out=a)             #    = a + ((16m - a)rho + 8) >> 4, floor shift
-    return bits
+    one, eight, four = np.int32(1), np.int32(8), np.int32(4)
+    out = np.empty((len(orders), lanes), np.int64)
+    for o, order in enumerate(orders.tolist()):
+        a[:] = 0
+        bits[:] = 0
+        run[:] = 0
+        previous = None
+        for pos in order:
+            m = mapped[pos]
+            krow.take(a, out=k, mode="clip")
+            np.bitwise_or(k, m, out=k)
+            cost.take(k, out=c, mode="clip")
+            np.add(bits, c, out=bits)
+            np.less(a, m, out=rho, casting="unsafe")     # rho = up if a < m else down
+            np.multiply(rho, rise, out=rho)
+            np.add(rho, fall, out=rho)
+            if entropy == 1:
+                live = nonzero[pos]
+                np.multiply(rho, live, out=rho)          # zeros leave a alone: rho = 0
+                # Run lengths: run = 1 at a kind change, else run + 1; charge its step.
+                if previous is not None:
+                    np.equal(live, previous, out=same, casting="unsafe")
+                    np.multiply(run, same, out=run)
+                previous = live
+                np.add(run, one, out=run)
+                RUN_STEP.take(run, out=c, mode="clip")
+                np.add(bits, c, out=bits)
+            np.left_shift(m, four, out=d)
+            np.subtract(d, a, out=d)
+            np.multiply(d, rho, out=d)
+            np.add(d, eight, out=d)
+            np.right_shift(d, four, out=d)  # a' = ((16m)rho + a(16 - rho) + 8) >> 4
+            np.add(a, d, out=a)             #    = a + ((16m - a)rho + 8) >> 4, floor shift
+        out[o] = bits
+    if entropy == 1:
+        out += 1                            # the is-the-first-value-non-zero flag
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Many given configurations (the beam-search callback and its batched form)
+
+
+def configs_bits(ws, configs):
+    """Bits of given configurations of blocks of one size, the better entropy of the two.
+
+    ws: (N, C, h+1, w+2) workspaces; configs: int (N, K, 4) rows (predictor, filter,
+    reorder, interleave). Returns (bits, entropy), int64 (N, K) each; on a tie between the
+    two estimators entropy 0 wins (it is tried first).
+    """
+    configs = np.asarray(configs, np.int64)
+    n_blocks, n_per = configs.shape[:2]
+    ncomp = ws.shape[1]
+    h, w = ws.shape[2] - 1, ws.shape[3] - 2
+    n = w * h
+    flat = configs.reshape(-1, 4)
+    block = np.repeat(np.arange(n_blocks), n_per)
+    p, f, r, il = flat.T
+    res = stages.all_residuals(ws)                              # (N, 8, C, n)
+    filtered = np.empty((len(flat), ncomp, n), np.int16)
+    for code in np.unique(f):
+        sel = f == code
+        filtered[sel] = stages.color_filter(res[block[sel], p[sel]], code)
+    scan = np.stack([stages.reorder_index(k, w, h) for k in range(stages.N_REORDERS)])
+    filtered = np.take_along_axis(filtered, scan[r][:, None, :], axis=2)
+    bits = np.zeros((len(flat), 2), np.int64)
+    one = np.flatnonzero(il == 1)
+    if len(one):
+        lanes = stages.interleave(filtered[one]).T                # (C*n, lanes)
+        for e in range(2):
+            bits[one, e] = lane_bits(lanes, stages.INTERLEAVED_ROWS[e], e)
+    zero = np.flatnonzero(il == 0)
+    for c in range(ncomp if len(zero) else 0):
+        lanes = filtered[zero, c].T                               # (n, lanes)
+        for e in range(2):
+            bits[zero, e] += lane_bits(lanes, stages.component_row(e, c), e)
+    entropy = (bits[:, 1] < bits[:, 0]).astype(np.int64)
+    best = bits[np.arange(len(flat)), entropy]
+    return best.reshape(n_blocks, n_per), entropy.reshape(n_blocks, n_per)
+
+
+class BlockEncoder:
+    """The beam search's encoder callback for one block.
+
+    `encoder(predictor, filter_code, reorder, interleave)` returns the block's estimated
+    bits with the better of the two entropy estimators; `entropy_of(...)` says which one.
+    Results are cached per configuration, and `trials` counts distinct configurations.
+    """
+
+    def __init__(self, ws, tables=None):
+        self.ws = np.asarray(ws, np.int32)
+        self.tables = tables
+        self._cache = {}
+
+    @classmethod
+    def from_image(cls, samples, grid_row, tables=None):
+        from .image import block_workspaces
+        return cls(block_workspaces(samples, np.asarray(grid_row)[None])[0], tables)
+
+    @property
+    def trials(self):
+        return len(self._cache)
+
+    def _evaluate(self, config):
+        if config not in self._cache:
+            p, f, r, i = config
+            if not (0 <= p < 8 and 0 <= f < 96 and 0 <= r < 8 and 0 <= i < 2):
+                raise ValueError(f"configuration out of range: predictor={p} filter={f} "
+                                 f"reorder={r} interleave={i}")
+            bits = [block_bits(self.ws, p, f, r, i, e, self.tables) for e in range(2)]
+            entropy = int(bits[1] < bits[0])
+            self._cache[config] = (bits[entropy], entropy)
+        return self._cache[config]
+
+    def __call__(self, predictor, filter_code, reorder, interleave):
+        return self._evaluate((int(predictor), int(filter_code), int(reorder),
+                               int(interleave)))[0]
+
+    def entropy_of(self, predictor, filter_code, reorder, interleave):
+        return self._evaluate((int(predictor), int(filter_code), int(reorder),
+                               int(interleave)))[1]

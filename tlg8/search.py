@@ -46,9 +46,9 @@ _RANK_BITS = 15                      # TRIAL_RANK < 24576 < 2^15
 
 
 def filter_candidates(res):
-    """Deduplicated filter outputs: residuals (N, 8, C, n) -> (N, 8, 52, n) int32."""
+    """Deduplicated filter outputs: residuals (N, 8, C, n) -> (N, 8, 52, n) int16."""
     n_blocks, n_pred, ncomp, n = res.shape
-    out = np.zeros((n_blocks, n_pred, N_CANDIDATES, n), np.int32)
+    out = np.zeros((n_blocks, n_pred, N_CANDIDATES, n), np.int16)
     out[:, :, 0:3] = res[:, :, 0:3]
     for perm, (s0, s1, s2) in enumerate(stages.PERMUTATIONS):
         d0, d1, d2 = res[:, :, s0], res[:, :, s1], res[:, :, s2]
@@ -101,25 +101,23 @@ def _component_bits(cand_flat, keys, ncomp, orders):
     total = np.zeros((len(keys), len(orders), 2), np.int64)
     for c in range(ncomp):
         uniq, inverse = np.unique(keys[:, c], return_inverse=True)
-        seqs = cand_flat[uniq].T                                    # (n, U) position-major
-        lanes = np.concatenate([seqs[order] for order in orders], axis=1)
+        seqs = np.ascontiguousarray(cand_flat[uniq].T)              # (n, U) position-major
         for e in range(2):
-            bits = cost.lane_bits(lanes, stages.component_row(e, c), e)
-            total[:, :, e] += bits.reshape(len(orders), len(uniq)).T[inverse]
+            bits = cost.lane_bits(seqs, stages.component_row(e, c), e, orders)
+            total[:, :, e] += bits.T[inverse]
     return total
 
 
 def _interleaved_bits(cand_flat, keys, ncomp, orders):
     """Bits with interleave 1: (T, n_orders, 2 entropies)."""
     n = cand_flat.shape[1]
-    filtered = cand_flat[keys].reshape(len(keys), ncomp * n).T       # (C*n, T): c*n + i
+    filtered = cand_flat[keys].reshape(len(keys), ncomp * n).T.copy()   # (C*n, T): c*n + i
     comp = np.arange(ncomp)
-    lanes = np.concatenate(
-        [filtered[(comp[None, :] * n + order[:, None]).ravel()] for order in orders], axis=1)
+    # s[j] = component j % C at scan position j // C
+    sequences = (comp[None, None, :] * n + orders[:, :, None]).reshape(len(orders), -1)
     out = np.empty((len(keys), len(orders), 2), np.int64)
     for e in range(2):
-        bits = cost.lane_bits(lanes, stages.INTERLEAVED_ROWS[e], e)
-        out[:, :, e] = bits.reshape(len(orders), len(keys)).T
+        out[:, :, e] = cost.lane_bits(filtered, stages.INTERLEAVED_ROWS[e], e, sequences).T
     return out
 
 
