@@ -147,9 +147,10 @@ def lane_bits(values, row, entropy, orders=None, tables=None):
         values = values.astype(np.int16)
     if orders is None:
         orders = np.arange(values.shape[0])
-    orders = np.asarray(orders)
+    orders = np.asarray(orders, np.intp)
     single = orders.ndim == 1
-    orders = orders.reshape(-1, orders.shape[-1]) if orders.size else orders.reshape(-1, 0)
+    if single:
+        orders = orders[None]
     lanes = values.shape[1]
     out = np.zeros((len(orders), lanes), np.int64)
     if orders.shape[1] > 0:

@@ -18,9 +18,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from . import Tlg8Error
-from .image import block_grid, read_image
-from .search import MODES, search_image, search_blocks, chunk_size
-from .image import block_workspaces
+from .image import block_grid, block_workspaces, read_image
+from .search import MODES, chunk_size, search_blocks, search_image
 
 _ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r",
             0x09: "\\t"}
@@ -102,7 +101,9 @@ def _open_output(path, append):
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
     raw = open(tmp, "ab")
-    stream = gzip.GzipFile(fileobj=raw, mode="ab", compresslevel=6) if path.endswith(".gz") else raw
+    # filename="" and mtime=0: the same records always give the same .gz bytes.
+    stream = (gzip.GzipFile(filename="", fileobj=raw, mode="ab", compresslevel=9, mtime=0)
+              if path.endswith(".gz") else raw)
     return tmp, raw, stream
 
 
