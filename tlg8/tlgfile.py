@@ -15,6 +15,9 @@ Work is done per chunk of tiles: the tiles' samples sit in one zero-bordered can
 (T, th+1, tw+2, C), so "outside the tile reads 0" (§2.4) is a plain array read, and the
 decoder reconstructs all tiles of a chunk at once along anti-diagonal wavefronts.
 """
+import os
+import tempfile
+
 import numpy as np
 
 from . import Tlg8Error, stages
@@ -390,11 +393,14 @@ def _check_choices(choices, nblocks):
     return choices
 
 
-def encode_tlg8(samples, choices, golomb_table=None):
+def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H)):
     """Bytes of the .tlg8 file for `samples` coded with the per-block `choices` (§3-§7).
 
-    The tile size is the reference encoder's 8192 x 80. Reorder values of edge blocks are
-    stored as given (the reference stores 0; decoders ignore them).
+    golomb_table: 8 rows of (raise, fall, 9 counts), default stages.DEFAULT_GOLOMB_TABLE;
+    it is stored in the header. tile_size: the reference always uses 8192 x 80 (other
+    sizes are valid files, used by tests; choices then follow those tiles' block order).
+    Reorder values of edge blocks are stored as given (the reference stores 0; decoders
+    ignore them).
     """
     samples = np.asarray(samples)
     if samples.dtype != np.uint8 or samples.ndim != 3 or samples.shape[2] not in (3, 4) \
@@ -404,12 +410,15 @@ def encode_tlg8(samples, choices, golomb_table=None):
     table = check_golomb_table(stages.DEFAULT_GOLOMB_TABLE if golomb_table is None
                                else golomb_table)
     height, width, ncomp = samples.shape
-    tiles = _tiles(width, height, TILE_W, TILE_H)
+    tile_w, tile_h = (int(v) for v in tile_size)
+    if not (0 < tile_w < 1 << 32 and 0 < tile_h < 1 << 32):
+        raise ValueError(f"tile size {tile_size} out of range")
+    tiles = _tiles(width, height, tile_w, tile_h)
     per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
     choices = _check_choices(choices, sum(per_tile))
     tile_first = np.concatenate([[0], np.cumsum(per_tile)])
     row_params = _row_params(table)
-    out = [_header(ncomp, width, height, TILE_W, TILE_H, table)]
+    out = [_header(ncomp, width, height, tile_w, tile_h, table)]
     for t0, t1 in _chunks(tiles):
         blocks = _chunk_blocks(tiles[t0:t1])
         ch = choices[tile_first[t0]:tile_first[t1]]
@@ -582,33 +591,43 @@ def _gamma(win, pos, end, where):
     return (1 << z) | t, pos + z
 
 
-def _read_magnitudes(win, pos, end, count, params, where, out):
+# Trailing zero count of every non-zero 16-bit value: the Golomb-Rice quotient.
+_TRAILING_ZEROS = [0] + [(i & -i).bit_length() - 1 for i in range(1, 1 << ESCAPE_Q)]
+_MASKS = [(1 << k) - 1 for k in range(9)]
+
+
+def _read_magnitudes(win, pos, end, count, state, where, out):
     """Append `count` Golomb-Rice coded mapped magnitudes (§7.2, §7.3) to out; return pos.
 
-    The caller passes the row's state as params = [krow, up, down, a]; a is updated.
+    state = [krow, up, down, a] of the row; a is updated. The end is checked once at the
+    end: past it the windows hold zero padding, and zeros always stop in _gamma within
+    one value.
     """
-    krow, up, down, a = params
+    krow, up, down, a = state
     up16, up_keep, down16, down_keep = 16 * up, 16 - up, 16 * down, 16 - down
     append = out.append
+    zeros = _TRAILING_ZEROS
+    masks = _MASKS
     for _ in range(count):
         idx = (a + 8) >> 4
         k = krow[idx] if idx < K_INDEX_LIMIT else 0
         w = win[pos >> 3] >> (pos & 7)
-        if w & 0xFFFF:
-            q = (w & -w).bit_length() - 1
-            m = (q << k) | ((w >> (q + 1)) & ((1 << k) - 1))
+        low = w & 0xFFFF
+        if low:
+            q = zeros[low]
+            m = (q << k) | ((w >> (q + 1)) & masks[k])
             pos += q + 1 + k
         else:
             g, pos = _gamma(win, pos + ESCAPE_Q, end, where)
             m = g + 15
-        if pos > end:
-            raise Tlg8FormatError(f"{where} runs past the end of the payload")
         append(m)
         if a < m:
             a = (m * up16 + a * up_keep + 8) >> 4
         else:
             a = (m * down16 + a * down_keep + 8) >> 4
-    params[3] = a
+    if pos > end:
+        raise Tlg8FormatError(f"{where} runs past the end of the payload")
+    state[3] = a
     return pos
 
 
@@ -795,3 +814,30 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
             out[oy:oy + th, ox:ox + tw] = canvas[t, 1:th + 1, 1:tw + 1]
         all_choices.append(choices)
     return out, ncomp, np.concatenate(all_choices)
+
+
+# --------------------------------------------------------------------------------------
+# Output files
+
+
+def atomic_write(path, write):
+    """Create `path` all at once: write(tmp) fills a temporary file in the same directory,
+    which then replaces `path`; on any failure the temporary file is removed and `path`
+    is left as it was."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes 0600; give the usual mode
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

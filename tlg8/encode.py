@@ -1,0 +1,179 @@
+"""Encode a PNG or BMP image to a .tlg8 file.
+
+    python3 -m tlg8.encode IMAGE OUT.tlg8 [--search reference|exhaustive|model]
+                           [--model NPZ] [--max-trials 16] [--pixel-format auto]
+                           [--stats] [--quiet]
+
+The per-block choices come from one of three sources (`choose_blocks`):
+* reference  - the reference encoder's search with its energy early exit (tlg8.search);
+               with the reference's choices the file is byte-identical to tlgconv's;
+* exhaustive - every configuration, the true minimum of the bit estimate;
+* model      - the multitask model's top candidates + beam search (beam_search_runtime),
+               at most --max-trials configurations per block.
+The default is `model` when --model is given, else `reference`. The output appears
+atomically (temporary file + rename). Errors: one line on stderr, exit status 1.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import Tlg8Error, search as block_search, stages
+from .image import block_grid, block_workspaces, read_image
+from .tlgfile import atomic_write, encode_tlg8
+
+SEARCHES = ("reference", "exhaustive", "model")
+OUTPUT_EXTENSIONS = (".tlg8", ".tlg")
+CONFIGS_PER_PAIR = stages.N_REORDERS * stages.N_INTERLEAVES * stages.N_ENTROPIES
+
+
+class EncodeError(Tlg8Error):
+    """The encoder cannot do what was asked (missing model, bad option combination)."""
+
+
+def choose_blocks(samples, search="reference", model=None, max_trials=16, progress=None):
+    """Per-block configurations of an image, in block_grid order.
+
+    Returns (choices int64 (N, 5) with columns predictor, filter, reorder, interleave,
+    entropy; estimated bits int64 (N,); trials per block int64 (N,) or None if unknown).
+    progress: optional callable(number of blocks just finished).
+    """
+    if search in ("reference", "exhaustive"):
+        _, best, _ = block_search.search_image(samples, search, progress=progress)
+        return best[:, :5], best[:, 5], None
+    if search == "model":
+        return _model_choices(samples, model, max_trials, progress)
+    raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
+
+
+def _model_choices(samples, model, max_trials, progress):
+    """Choices from the multitask model and beam search (beam_search_runtime)."""
+    if model is None:
+        raise EncodeError("--search model needs --model NPZ")
+    try:
+        import beam_search_runtime as runtime
+    except ImportError as e:
+        raise EncodeError(f"--search model needs beam_search_runtime ({e})") from None
+    encode_choices = getattr(runtime, "encode_choices", None)
+    if encode_choices is None:
+        raise EncodeError("beam_search_runtime has no encode_choices(samples, model, "
+                          "max_trials, progress); the model search is not available yet")
+    choices, bits, trials = encode_choices(samples, model, max_trials=max_trials,
+                                           progress=progress)
+    return (np.asarray(choices, np.int64), np.asarray(bits, np.int64),
+            None if trials is None else np.asarray(trials, np.int64))
+
+
+def reference_trials(samples, chunk=1024):
+    """Configurations the reference search evaluates per block: (predictor, filter) pairs
+    left by its 1.3 energy rule x 32 (reorder x interleave x entropy)."""
+    grid = block_grid(samples.shape[1], samples.shape[0])
+    out = np.empty(len(grid), np.int64)
+    sizes = grid[:, 4] * 16 + grid[:, 5]
+    for size in np.unique(sizes):
+        index = np.flatnonzero(sizes == size)
+        for lo in range(0, len(index), chunk):
+            part = index[lo:lo + chunk]
+            res = stages.all_residuals(block_workspaces(samples, grid[part]))
+            cand = block_search.filter_candidates(res)
+            kept = block_search.early_exit_mask(*block_search.pair_energies(res, cand))
+            out[part] = kept.sum(axis=(1, 2)) * CONFIGS_PER_PAIR
+    return out
+
+
+def _trials(samples, search, trials):
+    if trials is not None:
+        return trials
+    if search == "exhaustive":
+        return np.full(len(block_grid(samples.shape[1], samples.shape[0])),
+                       block_search.N_CONFIGS, np.int64)
+    return reference_trials(samples)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python3 -m tlg8.encode", description="Encode a PNG or BMP image to .tlg8.")
+    parser.add_argument("image", help="input image (.png or .bmp)")
+    parser.add_argument("output", help="output file (.tlg8)")
+    parser.add_argument("--search", choices=SEARCHES,
+                        help="choice source (default: model with --model, else reference)")
+    parser.add_argument("--model", metavar="NPZ", help="multitask model for --search model")
+    parser.add_argument("--max-trials", type=int, default=16,
+                        help="configurations tried per block by the model search (default 16)")
+    parser.add_argument("--pixel-format", choices=("auto", "R8G8B8", "A8R8G8B8"),
+                        default="auto", help="component count as tlgconv's option (default auto)")
+    parser.add_argument("--stats", action="store_true",
+                        help="print blocks, trials per block, estimated bits, file bytes, times")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    args = parser.parse_args(argv)
+    search = args.search or ("model" if args.model else "reference")
+    if args.model and search != "model":
+        parser.error(f"--model is only used with --search model, not {search}")
+    if args.max_trials < 1:
+        parser.error("--max-trials must be at least 1")
+    if os.path.splitext(args.output)[1].lower() not in OUTPUT_EXTENSIONS:
+        parser.error(f"{args.output}: output must end in .tlg8")
+    try:
+        return _run(args, search)
+    except EncodeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Tlg8Error as e:                # ImageError names the file itself
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args, search):
+    from tqdm import tqdm
+
+    times = {}
+    start = time.perf_counter()
+    samples, ncomp = read_image(args.image, args.pixel_format)
+    height, width = samples.shape[:2]
+    nblocks = len(block_grid(width, height))
+    times["read"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    with tqdm(total=nblocks, unit="block", desc=f"{search} search", disable=args.quiet or None,
+              file=sys.stderr) as bar:
+        choices, bits, trials = choose_blocks(samples, search, args.model, args.max_trials,
+                                              progress=bar.update)
+    times["search"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    data = encode_tlg8(samples, choices)
+    times["encode"] = time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        atomic_write(args.output, lambda tmp: _write_bytes(tmp, data))
+    except OSError as e:
+        raise EncodeError(f"{args.output}: cannot write ({e.strerror or e})") from None
+    times["write"] = time.perf_counter() - start
+
+    if args.stats:
+        trials = _trials(samples, search, trials)
+        total = sum(times.values())
+        print(f"image          {args.image}: {width} x {height}, {ncomp} components")
+        print(f"search         {search}")
+        print(f"blocks         {nblocks}")
+        print(f"trials/block   mean {trials.mean():.1f}, max {int(trials.max())}")
+        print(f"estimated bits {int(bits.sum())} ({bits.sum() / 8:.0f} bytes)")
+        print(f"file bytes     {len(data)}")
+        print(f"time           {total:.2f} s: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in times.items())
+              + f"; {1000 * times['search'] / nblocks:.3f} ms/block search")
+    elif not args.quiet:
+        print(f"{args.output}: {width} x {height}, {ncomp} components, {nblocks} blocks, "
+              f"{len(data)} bytes ({search} search, {sum(times.values()):.2f} s)")
+    return 0
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
