@@ -96,6 +96,9 @@ def _open_output(path, append):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes it 0600; a normal file is wanted
     if append and os.path.exists(path):
         with open(path, "rb") as src, open(tmp, "wb") as dst:
             while chunk := src.read(1 << 20):
