@@ -52,6 +52,8 @@ def _model_choices(samples, model, max_trials, progress):
     """Choices from the multitask model and beam search (beam_search_runtime)."""
     if model is None:
         raise EncodeError("--search model needs --model NPZ")
+    if not os.path.isfile(model):
+        raise EncodeError(f"{model}: model file not found")
     try:
         import beam_search_runtime as runtime
     except ImportError as e:

@@ -1,0 +1,138 @@
+"""python3 -m tlg8.encode: reference parity through the CLI, stats, errors, atomic output."""
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+from PIL import Image
+
+from shared_data import IMAGES, TLGCONV, require_shared
+from tlg8 import encode
+from tlg8.tlgfile import decode_tlg8, read_header
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = encode.main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class EncodeCli(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+        rng = np.random.default_rng(8)
+        y, x = np.mgrid[:13, :21]
+        rgba = np.stack([x * 9, y * 11, (x + y) * 5, 255 - x * 3], axis=-1)
+        rgba = (rgba + rng.integers(0, 4, rgba.shape)).astype(np.uint8)
+        self.rgba = rgba
+        self.png = self.path("in.png")
+        Image.fromarray(rgba).save(self.png)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def test_png_with_alpha_round_trip(self):
+        out = self.path("a.tlg8")
+        status, stdout, stderr = run([self.png, out])
+        self.assertEqual(status, 0, stderr)
+        self.assertIn("reference search", stdout)
+        samples, ncomp, _ = decode_tlg8(read_bytes(out))
+        self.assertEqual(ncomp, 4)
+        np.testing.assert_array_equal(samples, self.rgba[..., [3, 0, 1, 2]])
+
+    def test_reference_file_reproduced(self):
+        require_shared("data/images/xor_weave.bmp", "data/tlgconv/xor_weave.tlg8")
+        out = self.path("x.tlg8")
+        status, _, stderr = run([os.path.join(IMAGES, "xor_weave.bmp"), out, "--quiet"])
+        self.assertEqual(status, 0, stderr)
+        self.assertEqual(read_bytes(out), read_bytes(os.path.join(TLGCONV, "xor_weave.tlg8")))
+
+    def test_stats_and_exhaustive(self):
+        sizes = {}
+        for search in ("reference", "exhaustive"):
+            out = self.path(search + ".tlg8")
+            status, stdout, _ = run([self.png, out, "--search", search, "--stats", "--quiet"])
+            self.assertEqual(status, 0)
+            lines = dict(line.split(None, 1) for line in stdout.splitlines()
+                         if not line.startswith(("estimated", "file", "trials/block")))
+            self.assertEqual(lines["blocks"], "6")
+            self.assertIn(f"file bytes     {os.path.getsize(out)}", stdout)
+            bits = int(stdout.split("estimated bits")[1].split()[0])
+            sizes[search] = bits
+            if search == "exhaustive":
+                self.assertIn("trials/block   mean 24576.0", stdout)
+            np.testing.assert_array_equal(decode_tlg8(read_bytes(out))[0],
+                                          self.rgba[..., [3, 0, 1, 2]])
+        self.assertLessEqual(sizes["exhaustive"], sizes["reference"])
+
+    def test_pixel_format(self):
+        out = self.path("p.tlg8")
+        self.assertEqual(run([self.png, out, "--pixel-format", "R8G8B8", "--quiet"])[0], 0)
+        self.assertEqual(read_header(read_bytes(out))["ncomp"], 3)
+
+    def test_quiet(self):
+        self.assertEqual(run([self.png, self.path("q.tlg8"), "--quiet"]), (0, "", ""))
+
+    def test_errors(self):
+        out = self.path("e.tlg8")
+        not_image = self.path("text.png")
+        with open(not_image, "w") as f:
+            f.write("hello")
+        cases = [
+            ([self.path("missing.png"), out], "missing.png"),
+            ([not_image, out], "text.png"),
+            ([self.png, out, "--search", "model"], "--model"),
+            ([self.png, out, "--model", self.path("none.npz")], "none.npz"),
+            ([self.png, self.path("no/dir/e.tlg8"), "--quiet"], "cannot write"),
+        ]
+        for argv, fragment in cases:
+            with self.subTest(argv=argv):
+                status, stdout, stderr = run(argv)
+                self.assertEqual(status, 1)
+                self.assertEqual(len(stderr.splitlines()), 1, stderr)
+                self.assertIn(fragment, stderr)
+                self.assertFalse(os.path.exists(out))
+        self.assertEqual(sorted(os.listdir(self.dir)), ["in.png", "text.png"])
+
+    def test_usage_errors(self):
+        for argv in ([self.png, self.path("o.png")],
+                     [self.png, self.path("o.tlg8"), "--model", "m.npz", "--search", "reference"],
+                     [self.png, self.path("o.tlg8"), "--max-trials", "0"]):
+            with self.subTest(argv=argv), self.assertRaises(SystemExit) as ctx, \
+                    contextlib.redirect_stderr(io.StringIO()):
+                encode.main(argv)
+            self.assertEqual(ctx.exception.code, 2)
+
+    def test_existing_output_replaced_whole(self):
+        out = self.path("r.tlg8")
+        with open(out, "wb") as f:
+            f.write(b"old" * 1000)
+        self.assertEqual(run([self.png, out, "--quiet"])[0], 0)
+        self.assertEqual(decode_tlg8(read_bytes(out))[0].shape, (13, 21, 4))
+
+    def test_module_entry_point(self):
+        out = self.path("m.tlg8")
+        proc = subprocess.run([sys.executable, "-m", "tlg8.encode", self.png, out, "--quiet"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        self.assertEqual((proc.returncode, proc.stdout, proc.stderr), (0, "", ""))
+        self.assertTrue(os.path.exists(out))
+
+
+if __name__ == "__main__":
+    unittest.main()
