@@ -168,6 +168,7 @@ def _lane_chunk_bits(values, orders, row, entropy, tables):
     krow = k_by_a[row]
     # Map the values once for all orders (m for the estimator, 0/1 "non-zero" for runs).
     mapped = MAPPED[entropy].take(np.ascontiguousarray(values).view(np.uint16), mode="clip")
+    mapped16 = mapped << 4
     nonzero = (values != 0).astype(np.int32) if entropy == 1 else None
     # Work vectors as rows of one buffer with a stride that is not a power of two: separate
     # allocations of 2^k bytes land on the same cache sets and made the loop much slower.
@@ -185,6 +186,7 @@ def _lane_chunk_bits(values, orders, row, entropy, tables):
         previous = None
         for pos in order:
             m = mapped[pos]
+            m16 = mapped16[pos]
             krow.take(a, out=k, mode="clip")
             np.bitwise_or(k, m, out=k)
             cost.take(k, out=c, mode="clip")
@@ -203,8 +205,7 @@ def _lane_chunk_bits(values, orders, row, entropy, tables):
                 np.add(run, one, out=run)
                 RUN_STEP.take(run, out=c, mode="clip")
                 np.add(bits, c, out=bits)
-            np.left_shift(m, four, out=d)
-            np.subtract(d, a, out=d)
+            np.subtract(m16, a, out=d)
             np.multiply(d, rho, out=d)
             np.add(d, eight, out=d)
             np.right_shift(d, four, out=d)  # a' = ((16m)rho + a(16 - rho) + 8) >> 4
