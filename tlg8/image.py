@@ -24,7 +24,7 @@ def _bmp_info(path, head):
         raise ImageError(f"{path}: truncated BMP header ({len(head)} bytes)")
     bpp = int.from_bytes(head[28:30], "little")
     comp = int.from_bytes(head[30:34], "little") if len(head) >= 34 else 0
-    if bpp not in (24, 32) or comp not in (0, 3):
+    if bpp not in (24, 32) or comp != 0:
         raise ImageError(f"{path}: unsupported BMP variant ({bpp} bits per pixel, "
                          f"compression {comp}); only 24- and 32-bit uncompressed BMP are read")
     return bpp
@@ -87,8 +87,9 @@ def read_image(path, pixel_format="auto"):
 
 
 def _read_bmp32(path):
-    """Decode a 32-bit BI_RGB/BITFIELDS BMP keeping the 4th byte as alpha (B,G,R,A bytes)."""
-    data = open(path, "rb").read()
+    """Decode a 32-bit BI_RGB BMP keeping the 4th byte as alpha (B,G,R,A bytes)."""
+    with open(path, "rb") as f:
+        data = f.read()
     off = int.from_bytes(data[10:14], "little")
     width = int.from_bytes(data[18:22], "little", signed=True)
     height = int.from_bytes(data[22:26], "little", signed=True)
