@@ -1,0 +1,545 @@
+"""The multitask model: a NumPy MLP that predicts the reference encoder's choices per block.
+
+Six softmax heads share one ReLU trunk (HEADS below). Inputs are the 259 block features of
+`block_features`; the model standardises them itself with the training split's mean/std
+(`feature_scaler`), so callers pass raw features:
+
+    model = MultiTaskModel.load("out/multitask/multitask_best.npz")
+    topk = model.predict_topk(features, k=2)     # {"head_predictor": [(id, logprob), ...]}
+
+Everything is float32 and plain arrays; training (train_multitask.py) uses
+`MultiTaskModel.train_batch` with the `AdamW` optimizer defined here.
+"""
+import json
+import os
+
+import numpy as np
+
+from tlg8.image import BLOCK, block_grid
+from tlg8.records import MAX_COMPONENTS, _Bad, check_record, decode_record
+from tlg8.stages import (N_FILTERS, N_INTERLEAVES, N_PREDICTORS, N_REORDERS, filter_code,
+                         split_filter_code)
+
+# The filter-code layout (tlg8.stages.filter_code) gives the sizes of its three parts.
+N_PERMS, N_PRIMARY, N_SECONDARY = (int(v) + 1 for v in split_filter_code(N_FILTERS - 1))
+
+# The head table: the one place that names the heads, their order and their sizes.
+HEADS = (
+    ("head_predictor", N_PREDICTORS),
+    ("head_filter_perm", N_PERMS),
+    ("head_filter_primary", N_PRIMARY),
+    ("head_filter_secondary", N_SECONDARY),
+    ("head_reorder", N_REORDERS),
+    ("head_interleave", N_INTERLEAVES),
+)
+HEAD_NAMES = tuple(name for name, _ in HEADS)
+HEAD_SIZES = np.array([size for _, size in HEADS])
+HEAD_OFFSETS = np.concatenate([[0], np.cumsum(HEAD_SIZES)[:-1]])
+N_OUTPUTS = int(HEAD_SIZES.sum())
+
+# Feature layout "block-pixels-v1": the block's samples / 255 in (y, x, c) order, zero-padded
+# to 8 x 8 x 4 in the dump's component order, then [w / 8, h / 8, C / 4]. Models record
+# their layout name in the NPZ so that later layouts can coexist with this one.
+FEATURE_LAYOUT = "block-pixels-v1"
+N_PIXEL_FEATURES = BLOCK * BLOCK * MAX_COMPONENTS
+N_FEATURES = N_PIXEL_FEATURES + 3
+FEATURE_LAYOUTS = {FEATURE_LAYOUT: N_FEATURES}
+_SIZE_SCALE = np.array([BLOCK, BLOCK, MAX_COMPONENTS], np.float32)
+
+MODEL_FORMAT = "tlg8-multitask-model/1"
+DEFAULT_HIDDEN = (1024, 512, 256)
+
+
+class ModelFormatError(ValueError):
+    """An NPZ is not a model of the current format; the message says to re-train."""
+
+
+# ---------------------------------------------------------------------------------------
+# Labels and features
+
+def head_labels(candidates):
+    """Per-head class ids of candidates (N, 5) = predictor, filter, reorder, interleave,
+    entropy (the tlg8.records layout). Returns int64 (N, 6) in HEADS order; rows that are
+    all -1 (a missing `second`) stay -1."""
+    c = np.asarray(candidates, np.int64)
+    perm, primary, secondary = split_filter_code(c[:, 1])
+    out = np.stack([c[:, 0], perm, primary, secondary, c[:, 2], c[:, 3]], axis=1)
+    out[c[:, 0] < 0] = -1
+    return out
+
+
+def block_features(pixels, sizes, out=None):
+    """Raw features (N, 259) float32 of blocks in the tlg8.records layout.
+
+    pixels: (N, 8, 8, 4) uint8, zero outside each block; sizes: (N, 3) = w, h, C.
+    """
+    n = len(pixels)
+    if out is None:
+        out = np.empty((n, N_FEATURES), np.float32)
+    np.divide(pixels.reshape(n, N_PIXEL_FEATURES), np.float32(255), out=out[:, :N_PIXEL_FEATURES])
+    np.divide(sizes, _SIZE_SCALE, out=out[:, N_PIXEL_FEATURES:])
+    return out
+
+
+def pad_block(block):
+    """A block's samples (h, w, C) as the padded (8, 8, 4) uint8 array and its (w, h, C)."""
+    block = np.asarray(block)
+    if block.ndim != 3 or not (1 <= block.shape[0] <= BLOCK and 1 <= block.shape[1] <= BLOCK
+                                and 3 <= block.shape[2] <= MAX_COMPONENTS):
+        raise ValueError(f"a block is (h, w, C) with h, w in 1..8 and C in 3..4, "
+                         f"not shape {block.shape}")
+    if block.dtype != np.uint8 and (block.min() < 0 or block.max() > 255):
+        raise ValueError("block samples must be 0..255")
+    h, w, ncomp = block.shape
+    padded = np.zeros((BLOCK, BLOCK, MAX_COMPONENTS), np.uint8)
+    padded[:h, :w, :ncomp] = block
+    return padded, (w, h, ncomp)
+
+
+def features_from_block(block):
+    """The 259 raw features of one block given as its samples (h, w, C), 0..255."""
+    padded, size = pad_block(block)
+    return block_features(padded[None], np.array([size]))[0]
+
+
+def features_from_record(record):
+    """The 259 raw features of one training record: a decoded JSON dict or a JSONL line."""
+    try:
+        rec = decode_record(record) if isinstance(record, (str, bytes)) else check_record(record)
+    except _Bad as e:
+        raise ValueError(f"not a valid training record: {e.args[1]}") from None
+    w, h, ncomp = rec["size"]
+    return features_from_block(np.array(rec["pixels"], np.uint8).reshape(h, w, ncomp))
+
+
+def image_block_pixels(samples, grid=None):
+    """Padded pixels (N, 8, 8, 4) uint8 and sizes (N, 3) of an image's blocks.
+
+    samples: (H, W, C) uint8 from tlg8.image.read_image; grid: tlg8.image.block_grid rows
+    (default: all blocks of the image, in block order).
+    """
+    height, width, ncomp = samples.shape
+    if grid is None:
+        grid = block_grid(width, height)
+    pixels = np.zeros((len(grid), BLOCK, BLOCK, MAX_COMPONENTS), np.uint8)
+    sizes = np.empty((len(grid), 3), np.uint8)
+    sizes[:, 0] = grid[:, 4]
+    sizes[:, 1] = grid[:, 5]
+    sizes[:, 2] = ncomp
+    for w, h in {(int(w), int(h)) for w, h in grid[:, 4:6]}:
+        sel = np.flatnonzero((grid[:, 4] == w) & (grid[:, 5] == h))
+        ys = grid[sel, 3][:, None, None] + np.arange(h)[:, None]
+        xs = grid[sel, 2][:, None, None] + np.arange(w)
+        pixels[sel, :h, :w, :ncomp] = samples[ys, xs]
+    return pixels, sizes
+
+
+def image_features(samples, grid=None):
+    """Raw features (N, 259) of an image's blocks (see image_block_pixels)."""
+    return block_features(*image_block_pixels(samples, grid))
+
+
+# ---------------------------------------------------------------------------------------
+# Log-softmax over the six heads at once
+
+def head_log_softmax(logits):
+    """Per-head log-probabilities of logits (N, 32): every head's slice is normalised."""
+    mx = np.maximum.reduceat(logits, HEAD_OFFSETS, axis=1)
+    z = logits - np.repeat(mx, HEAD_SIZES, axis=1)
+    lse = np.log(np.add.reduceat(np.exp(z), HEAD_OFFSETS, axis=1))
+    z -= np.repeat(lse, HEAD_SIZES, axis=1)
+    return z
+
+
+def soft_targets(best, second, epsilon, out=None):
+    """Soft targets (N, 32) float32 from head labels best/second (N, 6) (head_labels).
+
+    Each head gets 1 - epsilon on best and epsilon on second, or 1 on best when second is
+    missing (-1) or names the same class in that head.
+    """
+    n = len(best)
+    if out is None:
+        out = np.empty((n, N_OUTPUTS), np.float32)
+    out.fill(0)
+    rows = np.arange(n)[:, None]
+    cols = best + HEAD_OFFSETS
+    split = (second >= 0) & (second != best)
+    out[rows, cols] = np.where(split, np.float32(1 - epsilon), np.float32(1))
+    r, h = np.nonzero(split)
+    out[r, second[r, h] + HEAD_OFFSETS[h]] = np.float32(epsilon)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Optimiser
+
+class AdamW:
+    """AdamW (decoupled weight decay), the update of torch.optim.AdamW.
+
+    Decay applies to the weight matrices only (`decay` flags), not to biases.
+    """
+
+    def __init__(self, params, lr=1e-3, weight_decay=1e-4, betas=(0.9, 0.999), eps=1e-8,
+                 decay=None):
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.decay = [p.ndim > 1 for p in params] if decay is None else list(decay)
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.tmp = [np.empty_like(p) for p in params]
+        self.steps = 0
+
+    def update(self, params, grads):
+        """One step: update `params` in place from `grads` (same order as at construction)."""
+        self.steps += 1
+        b1, b2 = self.beta1, self.beta2
+        step = self.lr / (1 - b1 ** self.steps)
+        inv_bc2 = 1 / np.sqrt(1 - b2 ** self.steps)
+        for p, g, m, v, tmp, decay in zip(params, grads, self.m, self.v, self.tmp, self.decay):
+            if decay and self.weight_decay:
+                p *= np.float32(1 - self.lr * self.weight_decay)
+            m *= np.float32(b1)
+            np.multiply(g, np.float32(1 - b1), out=tmp)
+            m += tmp
+            v *= np.float32(b2)
+            np.multiply(g, g, out=tmp)
+            tmp *= np.float32(1 - b2)
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp *= np.float32(inv_bc2)
+            tmp += np.float32(self.eps)
+            np.divide(m, tmp, out=tmp)
+            tmp *= np.float32(step)
+            p -= tmp
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+
+class MultiTaskModel:
+    """Shared ReLU trunk (with dropout while training) and six softmax heads, float32.
+
+    Parameters are plain arrays: `weights[i]` (fan_in, fan_out) and `biases[i]` for the trunk
+    layers, then `head_weight` (last hidden, 32) and `head_bias` for the fused heads.
+    """
+
+    def __init__(self, hidden_dims=DEFAULT_HIDDEN, dropout=0.1, seed=0,
+                 feature_layout=FEATURE_LAYOUT):
+        if feature_layout not in FEATURE_LAYOUTS:
+            raise ValueError(f"unknown feature layout {feature_layout!r}; known: "
+                             f"{', '.join(FEATURE_LAYOUTS)}")
+        hidden_dims = tuple(int(d) for d in hidden_dims)
+        if not hidden_dims or min(hidden_dims) < 1:
+            raise ValueError(f"hidden_dims must be one or more positive sizes, not {hidden_dims}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {dropout}")
+        self.feature_layout = feature_layout
+        self.n_features = FEATURE_LAYOUTS[feature_layout]
+        self.hidden_dims = hidden_dims
+        self.dropout = float(dropout)
+        rng = np.random.default_rng(seed)
+        dims = (self.n_features,) + hidden_dims
+        # He initialisation for the ReLU layers, LeCun (variance 1/fan_in) for the heads.
+        self.weights = [(rng.standard_normal((a, b), np.float32) * np.float32(np.sqrt(2 / a)))
+                        for a, b in zip(dims[:-1], dims[1:])]
+        self.biases = [np.zeros(b, np.float32) for b in dims[1:]]
+        self.head_weight = (rng.standard_normal((dims[-1], N_OUTPUTS), np.float32)
+                            * np.float32(np.sqrt(1 / dims[-1])))
+        self.head_bias = np.zeros(N_OUTPUTS, np.float32)
+        self.feature_scaler = (np.zeros(self.n_features, np.float32),
+                               np.ones(self.n_features, np.float32))
+        self.metadata = {}
+        self._work = {}
+
+    # -- parameters ------------------------------------------------------------------
+
+    def params(self):
+        """All parameter arrays, in a fixed order (the optimiser's and the NPZ's)."""
+        out = []
+        for w, b in zip(self.weights, self.biases):
+            out += [w, b]
+        return out + [self.head_weight, self.head_bias]
+
+    def set_feature_scaler(self, mean, std):
+        """Use (mean, std) of the raw features; std near 0 (a constant feature, e.g. the
+        padding of 3-component blocks) is replaced by 1 so it does not blow up."""
+        mean = np.asarray(mean, np.float32).reshape(self.n_features)
+        std = np.asarray(std, np.float32).reshape(self.n_features)
+        self.feature_scaler = (mean.copy(), np.where(std > 1e-6, std, np.float32(1)))
+
+    def standardize(self, features, out=None):
+        mean, std = self.feature_scaler
+        out = np.subtract(features, mean, out=out, dtype=np.float32)
+        out /= std
+        return out
+
+    # -- inference -------------------------------------------------------------------
+
+    def _check_features(self, features):
+        x = np.asarray(features, np.float32)
+        single = x.ndim == 1
+        x2 = x[None] if single else x
+        if x2.ndim != 2 or x2.shape[1] != self.n_features:
+            raise ValueError(f"features must have shape ({self.n_features},) or "
+                             f"(N, {self.n_features}) for layout {self.feature_layout}, "
+                             f"not {x.shape}")
+        return x2, single
+
+    def logits(self, features, chunk=4096):
+        """Fused logits (N, 32) of raw features (N, F), evaluation mode (no dropout)."""
+        x, _ = self._check_features(features)
+        out = np.empty((len(x), N_OUTPUTS), np.float32)
+        for lo in range(0, len(x), chunk):
+            h = self.standardize(x[lo:lo + chunk])
+            for w, b in zip(self.weights, self.biases):
+                h = h @ w
+                h += b
+                np.maximum(h, 0, out=h)
+            np.matmul(h, self.head_weight, out=out[lo:lo + chunk])
+            out[lo:lo + chunk] += self.head_bias
+        return out
+
+    def _split(self, fused, single):
+        return {name: (fused[0] if single else fused)[..., a:a + n]
+                for name, a, n in zip(HEAD_NAMES, HEAD_OFFSETS, HEAD_SIZES)}
+
+    def predict_logits(self, features):
+        """{head name: logits} for raw features (F,) -> (K,) per head, or (N, F) -> (N, K)."""
+        x, single = self._check_features(features)
+        return self._split(self.logits(x), single)
+
+    def predict_log_proba(self, features):
+        """{head name: log-probabilities}, shaped like predict_logits."""
+        x, single = self._check_features(features)
+        return self._split(head_log_softmax(self.logits(x)), single)
+
+    def topk_arrays(self, features, k=2):
+        """{head name: (ids int64 (N, k), logprobs float32 (N, k))}, best first.
+
+        k is capped at each head's size. Ties keep the lower class id first.
+        """
+        x, _ = self._check_features(features)
+        logp = head_log_softmax(self.logits(x))
+        out = {}
+        for name, a, n in zip(HEAD_NAMES, HEAD_OFFSETS, HEAD_SIZES):
+            part = logp[:, a:a + n]
+            ids = np.argsort(-part, axis=1, kind="stable")[:, :min(k, n)]
+            out[name] = (ids, np.take_along_axis(part, ids, axis=1))
+        return out
+
+    def predict_topk(self, features, k=2):
+        """Top-k classes of one block: {head name: [(class_id, logprob), ...]}, best first.
+
+        features: (F,) or (1, F). For many blocks use topk_arrays (one call, arrays).
+        """
+        x, _ = self._check_features(features)
+        if len(x) != 1:
+            raise ValueError(f"predict_topk takes one block, not {len(x)}; use "
+                             f"topk_arrays(features, k) for a batch")
+        return {name: [(int(i), float(lp)) for i, lp in zip(ids[0], logps[0])]
+                for name, (ids, logps) in self.topk_arrays(x, k).items()}
+
+    # -- training --------------------------------------------------------------------
+
+    def _buffers(self, batch):
+        work = self._work.get(batch)
+        if work is None:
+            if len(self._work) > 2:          # full batches, a last short batch, evaluation
+                self._work.clear()
+            dims = (self.n_features,) + self.hidden_dims
+            work = {
+                "act": [np.empty((batch, d), np.float32) for d in self.hidden_dims],
+                "mult": [np.empty((batch, d), np.float32) for d in self.hidden_dims],
+                "grad_act": [np.empty((batch, d), np.float32) for d in self.hidden_dims],
+                "flag": np.empty((batch, max(dims[1:])), bool),
+                "flag2": np.empty((batch, max(dims[1:])), bool),
+                "logits": np.empty((batch, N_OUTPUTS), np.float32),
+                "grads": [np.empty_like(p) for p in self.params()],
+            }
+            self._work[batch] = work
+        return work
+
+    def train_batch(self, x, target, optimizer, rng):
+        """One optimisation step on standardised features x (B, F) float32 and soft targets
+        (B, 32) (soft_targets). Dropout masks come from `rng`.
+
+        Loss = sum over heads of the batch-mean cross-entropy. Returns (loss, per-head loss
+        (6,), logits (B, 32)); the logits array is reused by the next call.
+        """
+        batch = len(x)
+        work = self._buffers(batch)
+        keep = 1 - self.dropout
+        h = x
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            z = work["act"][layer]
+            mult = work["mult"][layer]
+            flag = work["flag"][:, :z.shape[1]]
+            np.matmul(h, w, out=z)
+            z += b
+            # One multiplier per unit folds ReLU and inverted dropout: h = z * mult and,
+            # in the backward pass, dz = dh * mult.
+            np.greater(z, 0, out=flag)
+            if self.dropout:
+                rng.random(out=mult, dtype=np.float32)
+                flag2 = work["flag2"][:, :z.shape[1]]
+                np.greater_equal(mult, np.float32(self.dropout), out=flag2)
+                flag &= flag2
+                np.multiply(flag, np.float32(1 / keep), out=mult)
+            else:
+                np.copyto(mult, flag)
+            z *= mult
+            h = z
+        logits = work["logits"]
+        np.matmul(h, self.head_weight, out=logits)
+        logits += self.head_bias
+
+        logp = head_log_softmax(logits)
+        head_loss = -np.add.reduceat(target * logp, HEAD_OFFSETS, axis=1).mean(axis=0)
+        # d(loss)/d(logits) = (softmax - target) / B for each head's slice.
+        grad = np.exp(logp)
+        grad -= target
+        grad *= np.float32(1 / batch)
+
+        grads = work["grads"]
+        g_head_w, g_head_b = grads[-2], grads[-1]
+        np.matmul(h.T, grad, out=g_head_w)
+        np.sum(grad, axis=0, out=g_head_b)
+        dh = work["grad_act"][-1]
+        np.matmul(grad, self.head_weight.T, out=dh)
+        for layer in range(len(self.weights) - 1, -1, -1):
+            dh *= work["mult"][layer]
+            below = x if layer == 0 else work["act"][layer - 1]
+            np.matmul(below.T, dh, out=grads[2 * layer])
+            np.sum(dh, axis=0, out=grads[2 * layer + 1])
+            if layer:
+                np.matmul(dh, self.weights[layer].T, out=work["grad_act"][layer - 1])
+                dh = work["grad_act"][layer - 1]
+        optimizer.update(self.params(), grads)
+        return float(head_loss.sum()), head_loss, logits
+
+    def make_optimizer(self, lr=1e-3, weight_decay=1e-4):
+        return AdamW(self.params(), lr=lr, weight_decay=weight_decay)
+
+    # -- files -----------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the model as NPZ, atomically (a temporary file, then renamed)."""
+        path = os.fspath(path)
+        arrays = {
+            "format": np.array(MODEL_FORMAT),
+            "feature_layout": np.array(self.feature_layout),
+            "feature_scaler": np.stack(self.feature_scaler),
+            "hidden_dims": np.array(self.hidden_dims, np.int64),
+            "dropout": np.array(self.dropout),
+            "head_names": np.array(HEAD_NAMES),
+            "head_sizes": HEAD_SIZES.astype(np.int64),
+            "head_weight": self.head_weight,
+            "head_bias": self.head_bias,
+            "metadata": np.array(json.dumps(self.metadata)),
+        }
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            arrays[f"trunk_weight_{i}"] = w
+            arrays[f"trunk_bias_{i}"] = b
+        directory = os.path.dirname(os.path.abspath(path))
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by save (train_multitask.py --export-dir writes them)."""
+        path = os.fspath(path)
+        retrain = ("re-train with `python3 train_multitask.py DATA --export-dir DIR` to get a "
+                   "model in the current format")
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise ModelFormatError(f"{path}: not a model NPZ file ({e}); {retrain}") from None
+        with npz:
+            if not hasattr(npz, "files"):
+                raise ModelFormatError(f"{path}: a plain .npy array, not a model NPZ; {retrain}")
+            required = ("format", "feature_layout", "feature_scaler", "hidden_dims",
+                        "head_names", "head_sizes", "head_weight", "head_bias")
+            missing = [k for k in required if k not in npz.files]
+            if missing:
+                raise ModelFormatError(
+                    f"{path}: written by an older or different exporter (missing "
+                    f"{', '.join(repr(k) for k in missing)}; has "
+                    f"{', '.join(repr(k) for k in npz.files[:8])}); {retrain}")
+            fmt = str(npz["format"])
+            if fmt != MODEL_FORMAT:
+                raise ModelFormatError(f"{path}: model format {fmt!r}, this version reads "
+                                       f"{MODEL_FORMAT!r}; {retrain}")
+            layout = str(npz["feature_layout"])
+            if layout not in FEATURE_LAYOUTS:
+                raise ModelFormatError(f"{path}: unknown feature layout {layout!r} (known: "
+                                       f"{', '.join(FEATURE_LAYOUTS)}); {retrain}")
+            heads = list(zip(npz["head_names"].tolist(), npz["head_sizes"].tolist()))
+            if heads != [(n, int(s)) for n, s in HEADS]:
+                raise ModelFormatError(f"{path}: heads {heads} differ from this version's "
+                                       f"{list(HEADS)}; {retrain}")
+            hidden = tuple(int(d) for d in npz["hidden_dims"])
+            model = cls(hidden, float(npz["dropout"]) if "dropout" in npz.files else 0.0,
+                        feature_layout=layout)
+            try:
+                for i in range(len(hidden)):
+                    model.weights[i] = _array(npz, f"trunk_weight_{i}", model.weights[i].shape)
+                    model.biases[i] = _array(npz, f"trunk_bias_{i}", model.biases[i].shape)
+                model.head_weight = _array(npz, "head_weight", model.head_weight.shape)
+                model.head_bias = _array(npz, "head_bias", model.head_bias.shape)
+                scaler = _array(npz, "feature_scaler", (2, model.n_features))
+            except (KeyError, ValueError) as e:
+                raise ModelFormatError(f"{path}: {e}; {retrain}") from None
+            model.feature_scaler = (scaler[0].copy(), scaler[1].copy())
+            if "metadata" in npz.files:
+                model.metadata = json.loads(str(npz["metadata"]))
+        return model
+
+
+def _array(npz, key, shape):
+    if key not in npz.files:
+        raise KeyError(f"missing array {key!r}")
+    value = npz[key]
+    if value.shape != tuple(shape):
+        raise ValueError(f"array {key!r} has shape {value.shape}, expected {tuple(shape)}")
+    return np.ascontiguousarray(value, np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Filter candidates
+
+def filter_candidate_arrays(topk, max_candidates=4):
+    """Filter codes from the perm/primary/secondary top candidates of many blocks.
+
+    topk: topk_arrays output (only the three filter heads are used). Every combination
+    perm x primary x secondary is scored by its summed log-probability; the best
+    `max_candidates` are returned as (codes int64 (N, M), logprobs float32 (N, M)), best
+    first. Ties keep the combination of better-ranked parts first.
+    """
+    (pi, pl), (qi, ql), (si, sl) = (topk[n] for n in HEAD_NAMES[1:4])
+    n = len(pi)
+    codes = filter_code(pi[:, :, None, None], qi[:, None, :, None], si[:, None, None, :])
+    scores = pl[:, :, None, None] + ql[:, None, :, None] + sl[:, None, None, :]
+    codes = codes.reshape(n, -1)
+    scores = scores.reshape(n, -1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :max_candidates]
+    return np.take_along_axis(codes, order, 1), np.take_along_axis(scores, order, 1)
+
+
+def build_filter_candidates(topk, max_candidates=4):
+    """Filter candidates of one block from predict_topk output: at most `max_candidates`
+    [(filter_code, logprob), ...], best first; code = perm << 4 | primary << 2 | secondary."""
+    arrays = {name: (np.array([[i for i, _ in topk[name]]]), np.array([[lp for _, lp in topk[name]]]))
+              for name in HEAD_NAMES[1:4]}
+    codes, scores = filter_candidate_arrays(arrays, max_candidates)
+    return [(int(c), float(s)) for c, s in zip(codes[0], scores[0])]
