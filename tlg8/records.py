@@ -350,10 +350,12 @@ def _fast_parse(data, names, extra_rows):
     not accepted need the slow path.
     """
     size = len(data)
-    pad = np.zeros(size + 16, np.uint8)                 # pad[p + 8] = text byte p
+    # pad[p + 8] = text byte p. The zero margin after the text lets literal and digit
+    # checks read up to 40 bytes past a position without bounds checks (they then fail).
+    pad = np.zeros(size + 8 + 48, np.uint8)
     pad[8:8 + size] = np.frombuffer(data, np.uint8)
     text = pad[8:8 + size]
-    words = np.ndarray((size + 9,), "<u8", pad, 0, (1,))
+    words = np.ndarray((size + 48 + 1,), "<u8", pad, 0, (1,))
     # Commas and newlines delimit the slots; a line's newline closes its last slot.
     delims = np.flatnonzero((text == 44) | (text == 10))
     newline = np.flatnonzero(text[delims] == 10)         # delimiter index of each newline
@@ -376,11 +378,9 @@ def _fast_parse(data, names, extra_rows):
                                      quote[lines].tolist())]
     local = {}
     local_ids = np.array([local.setdefault(r, len(local)) for r in raw], np.int64)
-    to_global = np.array([names.setdefault(r.decode("utf-8", "backslashreplace"), len(names))
-                          if not (b'"' in r or b"\\" in r or min(r, default=32) < 32) else -1
-                          for r in local] or [-1], np.int32)
-    ids[lines] = to_global[local_ids] if len(lines) else -1
-    good = ids[lines] >= 0
+    plain = np.array([not (b'"' in r or b"\\" in r or min(r, default=32) < 32) for r in local],
+                     bool)
+    good = plain[local_ids] if len(lines) else np.zeros(0, bool)
 
     f = first[lines]
     bounds = delims[f + np.arange(len(_HEADER) + 1)[:, None]]
@@ -430,6 +430,14 @@ def _fast_parse(data, names, extra_rows):
 
     rows = lines[good]
     sec = has_second[good]
+    # Names are registered only for accepted lines, in line order.
+    raw_names = list(local)
+    used = np.unique(local_ids[good], return_index=True)
+    to_global = np.full(len(raw_names), -1, np.int32)
+    for lid in used[0][np.argsort(used[1])].tolist():
+        to_global[lid] = names.setdefault(raw_names[lid].decode("utf-8", "backslashreplace"),
+                                          len(names))
+    ids[rows] = to_global[local_ids[good]]
     arrays["size"][rows] = header[6:9, good].T
     arrays["origin"][rows] = header[4:6, good].T
     arrays["best"][rows] = labels[:5, good].T
