@@ -465,9 +465,9 @@ class MultiTaskModel:
             if isinstance(e, FileNotFoundError):
                 raise
             raise ModelFormatError(f"{path}: not a model NPZ file ({e}); {retrain}") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ModelFormatError(f"{path}: a plain .npy array, not a model NPZ; {retrain}")
         with npz:
-            if not hasattr(npz, "files"):
-                raise ModelFormatError(f"{path}: a plain .npy array, not a model NPZ; {retrain}")
             required = ("format", "feature_layout", "feature_scaler", "hidden_dims",
                         "head_names", "head_sizes", "head_weight", "head_bias")
             missing = [k for k in required if k not in npz.files]
