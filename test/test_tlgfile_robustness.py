@@ -130,6 +130,8 @@ class MalformedFiles(unittest.TestCase):
             with_u64(with_u64(with_u64(with_u64(self.data, 17, 1), 25, 1), 33, 1000), 41, 1000),
             with_u64(with_u64(with_u64(self.data, 17, huge), 33, 100000), 41, 1),  # long tile
             with_u64(with_u64(self.data, 25, huge), 41, 60000),         # tall tile
+            with_u64(with_u64(with_u64(with_u64(self.data, 17, huge), 25, huge), 33, 3000),
+                     41, 3000),                                         # one 9 M pixel tile
         ]
         for i, data in enumerate(cases):
             with self.subTest(case=i):

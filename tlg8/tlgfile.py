@@ -52,10 +52,12 @@ MAX_VARUINT_GROUPS = 5
 # Resource limits of the decoder. A run-length row codes 2^32 zeros in a few bytes, so the
 # payload size does not bound the image size; these keep a hostile header from asking for
 # gigabytes or hours. Reconstruction is sequential along a tile's (width + 2 * height)
-# wavefronts, hence the span limit.
+# wavefronts, hence the span limit. Work arrays cover one chunk of tiles (or one tile),
+# about 100 bytes per pixel.
 MAX_PIXELS = 1 << 26            # whole image, W * H
+MAX_TILE_PIXELS = 1 << 21       # one tile (the reference's 8192 x 80: 655 360)
 MAX_TILE_SPAN = 1 << 16         # tile width + 2 * tile height (8192 x 80 tiles: 8352)
-CHUNK_PIXELS = 1 << 21          # canvas pixels processed together (memory bound)
+CHUNK_PIXELS = 1 << 21          # canvas pixels processed together
 
 
 class Tlg8FormatError(Tlg8Error):
@@ -158,11 +160,13 @@ def _value_rows(entropy, interleave, n, ncomp):
     """
     size = ncomp * n
     offsets = np.cumsum(size) - size
-    blk = np.repeat(np.arange(len(n)), size)
-    comp = (np.arange(int(size.sum())) - offsets[blk]) // n[blk]
-    e = entropy[blk]
-    rows = np.where(interleave[blk] == 1, _INTERLEAVED_ROWS[e], _COMPONENT_ROWS[e, comp])
-    return offsets, rows.astype(np.int8)
+    # Per block C segments: one of C*n values (then C-1 empty ones) when interleaved,
+    # else n values per component.
+    inter = interleave[:, None] == 1
+    seg_rows = np.where(inter, _INTERLEAVED_ROWS[entropy][:, None],
+                        _COMPONENT_ROWS[entropy, :ncomp])
+    seg_sizes = np.where(inter, np.where(np.arange(ncomp) == 0, size[:, None], 0), n[:, None])
+    return offsets, np.repeat(seg_rows.ravel(), seg_sizes.ravel())
 
 
 def _size_classes(blocks):
@@ -179,7 +183,9 @@ def _groups(values):
 
 
 def _block_index(blocks, w, h, extra):
-    """Fancy indices (tile, y, x) of the w x h area (plus `extra` rows/cols) of blocks."""
+    """Fancy indices (tile, y, x) of blocks' w x h samples in a tile array (extra = 0), or
+    of their workspaces in a zero-bordered canvas (extra = 1: the row above and one column
+    on each side, as image.block_workspaces)."""
     t = blocks[:, 0, None, None]
     y = blocks[:, 2, None, None] + np.arange(h + extra)[:, None]
     x = blocks[:, 1, None, None] + np.arange(w + 2 * extra)
@@ -776,7 +782,7 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
     """Decode a .tlg8 file: returns (samples uint8 (H, W, C), C, choices int64 (N, 5)).
 
     Raises Tlg8FormatError for any invalid file, and for files beyond `max_pixels`
-    (W * H) or MAX_TILE_SPAN.
+    (W * H), MAX_TILE_PIXELS or MAX_TILE_SPAN.
     """
     data = memoryview(data).cast("B")
     hdr = read_header(data)
@@ -785,9 +791,10 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
     if width * height > max_pixels:
         raise Tlg8FormatError(f"image {width} x {height} exceeds the decoder's limit of "
                               f"{max_pixels} pixels")
-    if tile_w + 2 * tile_h > MAX_TILE_SPAN:
-        raise Tlg8FormatError(f"tiles of {tile_w} x {tile_h} exceed the decoder's limit "
-                              f"(tile width + 2 * height <= {MAX_TILE_SPAN})")
+    if tile_w * tile_h > MAX_TILE_PIXELS or tile_w + 2 * tile_h > MAX_TILE_SPAN:
+        raise Tlg8FormatError(f"tiles of {tile_w} x {tile_h} exceed the decoder's limits "
+                              f"({MAX_TILE_PIXELS} pixels, width + 2 * height <= "
+                              f"{MAX_TILE_SPAN})")
     ntiles = -(-width // tile_w) * -(-height // tile_h)
     # Every tile record takes at least 5 bytes: L and one byte of Golomb rows.
     if ntiles * 5 > len(data) - hdr["offset"]:
