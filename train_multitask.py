@@ -338,11 +338,8 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
             loss, _, logits = model.train_batch(x[:b], target[:b], optimizer, rng)
             if not math.isfinite(loss):
                 bar.close()
-                print(f"error: the training loss became {loss} in epoch {epoch} (batch "
-                      f"{lo // batch + 1}); training stopped.", file=sys.stderr)
-                print(f"advice: lower the learning rate, e.g. --lr {args.lr / 2:g} "
-                      f"(half of {args.lr:g}), and check the data with --dry-run.",
-                      file=sys.stderr)
+                diverged(f"the training loss became {loss} in epoch {epoch} (batch "
+                         f"{lo // batch + 1})", args)
                 return "diverged", best
             loss_sum += loss * b
             count_hits(logits, best_l, second_l, counts)
@@ -355,9 +352,7 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
         val_loss, val_metrics = evaluate(model, data, val_idx, args.epsilon_soft)
         score = mean_two_choice(val_metrics)
         if not math.isfinite(val_loss):
-            print(f"error: the validation loss became {val_loss} in epoch {epoch}; training "
-                  f"stopped. advice: lower the learning rate, e.g. --lr {args.lr / 2:g}.",
-                  file=sys.stderr)
+            diverged(f"the validation loss became {val_loss} in epoch {epoch}", args)
             return "diverged", best
         improved = score > best_score
         seconds = time.perf_counter() - start
@@ -382,6 +377,12 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
                   f"(best {best_score:.4f} at epoch {best['epoch']})", file=out)
             return "early-stop", best
     return "completed", best
+
+
+def diverged(what, args):
+    print(f"error: {what}; training stopped.", file=sys.stderr)
+    print(f"advice: halve the learning rate (--lr {args.lr / 2:g} instead of {args.lr:g}) and "
+          f"check the data with --dry-run.", file=sys.stderr)
 
 
 def export(model, args, summary, best, status):
@@ -449,7 +450,10 @@ def main(argv=None):
     }
     log = open(args.log_file, "w") if args.log_file else None
     try:
-        status, best = train(model, data, train_idx, val_idx, args, summary, log, out)
+        # Overflow and NaN are detected from the losses and reported with advice;
+        # NumPy's own warnings would only repeat them.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            status, best = train(model, data, train_idx, val_idx, args, summary, log, out)
     finally:
         if log:
             log.close()
