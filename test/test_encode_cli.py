@@ -126,6 +126,31 @@ class EncodeCli(unittest.TestCase):
         self.assertEqual(run([self.png, out, "--quiet"])[0], 0)
         self.assertEqual(decode_tlg8(read_bytes(out))[0].shape, (13, 21, 4))
 
+    def test_model_search(self):
+        import multitask_model
+
+        model = self.path("m.npz")
+        multitask_model.MultiTaskModel(hidden_dims=(16,), dropout=0.0, seed=3).save(model)
+        for max_trials in (16, 3):
+            out = self.path(f"model{max_trials}.tlg8")
+            status, stdout, stderr = run([self.png, out, "--model", model, "--stats",
+                                          "--max-trials", str(max_trials), "--quiet"])
+            self.assertEqual(status, 0, stderr)
+            self.assertIn("search         model", stdout)
+            most = int(stdout.split("trials/block")[1].split("max")[1].split()[0])
+            self.assertLessEqual(most, max_trials)
+            np.testing.assert_array_equal(decode_tlg8(read_bytes(out))[0],
+                                          self.rgba[..., [3, 0, 1, 2]])
+
+    def test_bad_model_file(self):
+        bad = self.path("bad.npz")
+        with open(bad, "w") as f:
+            f.write("not a model")
+        status, _, stderr = run([self.png, self.path("b.tlg8"), "--model", bad])
+        self.assertEqual(status, 1)
+        self.assertEqual(len(stderr.splitlines()), 1, stderr)
+        self.assertIn("bad.npz", stderr)
+
     def test_module_entry_point(self):
         out = self.path("m.tlg8")
         proc = subprocess.run([sys.executable, "-m", "tlg8.encode", self.png, out, "--quiet"],

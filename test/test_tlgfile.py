@@ -29,6 +29,19 @@ def bit_string(values, lengths):
                    for v, n in zip(values, lengths))
 
 
+def plain_adaptive_k(ms, row, table):
+    """k before each value of one Golomb row, straight from spec §7.1-7.2."""
+    up, down, counts = table[row]
+    bounds = np.cumsum(counts)
+    out, a = [], 0
+    for m in ms:
+        idx = (a + 8) >> 4
+        out.append(int(np.searchsorted(bounds, idx, side="right")) if idx < 1024 else 0)
+        rho = up if a < m else down
+        a = ((16 * m) * rho + a * (16 - rho) + 8) >> 4
+    return out
+
+
 def random_choices(rng, nblocks, sticky=False):
     """Random (N, 5) choices; sticky ones repeat the previous block's value often, so the
     SameAsPrevious and RunLength stream modes occur."""
@@ -125,10 +138,29 @@ class BitPieces(unittest.TestCase):
 
     def test_k_index_beyond_table_is_zero(self):
         krow = stages.k_table()[1].tolist()
-        ks = tlgfile._adaptive_k([1273] * 6, krow, 9, 6)
+        (ks,) = tlgfile._adaptive_k([np.full(6, 1273)], [1], stages.DEFAULT_GOLOMB_TABLE)
         # a reaches 16 * 1273 after a few values: idx > 1024 -> k = 0 (§11).
         self.assertEqual(ks[0], krow[0])
         self.assertEqual(ks[-1], 0)
+        self.assertEqual(ks.tolist(), plain_adaptive_k([1273] * 6, 1, stages.DEFAULT_GOLOMB_TABLE))
+
+    def test_vectorised_k_equals_plain_loop(self):
+        rng = np.random.default_rng(9)
+        slow = [(1, 1, (0, 0, 0, 0, 0, 0, 0, 0, 1024))] + [(1, 2, (1024,) + (0,) * 8)] * 7
+        for table, span, limit in ((stages.DEFAULT_GOLOMB_TABLE, 256, 4),
+                                   (stages.DEFAULT_GOLOMB_TABLE, 7, 4),
+                                   (stages.DEFAULT_GOLOMB_TABLE, 16, 1),
+                                   (slow, 32, 1), (slow, 5, 2)):
+            ms, rows = [], []
+            for _ in range(int(rng.integers(1, 30))):
+                n = int(rng.choice([0, 1, 2, 50, 400, 3000]))
+                scale = rng.choice([2, 40, 1300])
+                ms.append(rng.integers(0, scale, n) * (rng.random(n) < rng.random()))
+                rows.append(int(rng.integers(0, 8)))
+            got = tlgfile._adaptive_k(ms, rows, table, span=span, lockstep_limit=limit)
+            for m, r, k in zip(ms, rows, got):
+                self.assertEqual(k.tolist(), plain_adaptive_k(m.tolist(), r, table),
+                                 (span, limit, r, len(m)))
 
     def test_runlength_row_round_trip(self):
         rng = np.random.default_rng(5)
@@ -137,11 +169,14 @@ class BitPieces(unittest.TestCase):
             n = int(rng.integers(1, 400))
             v = rng.integers(-300, 301, n) * (rng.random(n) < rng.random())
             for row in (0, 3):
-                vals, lens = tlgfile._row_fields(v, params[row], tlgfile._RUNLENGTH_ROW[row])
+                runlength = tlgfile._RUNLENGTH_ROW[row]
+                m = tlgfile._magnitudes(v, runlength)
+                (k,) = tlgfile._adaptive_k([m], [row], stages.DEFAULT_GOLOMB_TABLE)
+                vals, lens = tlgfile._row_fields(v, m, k, runlength)
                 payload = tlgfile._pack(vals, lens)
                 win = tlgfile._windows(payload).tolist()
                 got, pos = tlgfile._read_row(win, 0, 8 * len(payload), n, params[row],
-                                             tlgfile._RUNLENGTH_ROW[row], "row")
+                                             runlength, "row")
                 np.testing.assert_array_equal(got, v)
                 self.assertEqual(pos, int(lens.sum()))
 

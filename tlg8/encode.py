@@ -49,23 +49,29 @@ def choose_blocks(samples, search="reference", model=None, max_trials=16, progre
 
 
 def _model_choices(samples, model, max_trials, progress):
-    """Choices from the multitask model and beam search (beam_search_runtime)."""
+    """Choices from the multitask model and beam search (beam_search_runtime).
+
+    The ML modules live beside the package (the package itself never imports them), so
+    they are imported here, only for --search model.
+    """
     if model is None:
         raise EncodeError("--search model needs --model NPZ")
-    if not os.path.isfile(model):
-        raise EncodeError(f"{model}: model file not found")
     try:
-        import beam_search_runtime as runtime
+        import beam_search_runtime
+        import multitask_model
     except ImportError as e:
-        raise EncodeError(f"--search model needs beam_search_runtime ({e})") from None
-    encode_choices = getattr(runtime, "encode_choices", None)
-    if encode_choices is None:
-        raise EncodeError("beam_search_runtime has no encode_choices(samples, model, "
-                          "max_trials, progress); the model search is not available yet")
-    choices, bits, trials = encode_choices(samples, model, max_trials=max_trials,
-                                           progress=progress)
+        raise EncodeError(f"--search model needs beam_search_runtime and multitask_model "
+                          f"(run from the repository root or install the project): {e}") from None
+    try:
+        loaded = multitask_model.MultiTaskModel.load(model)
+    except FileNotFoundError:
+        raise EncodeError(f"{model}: model file not found") from None
+    except multitask_model.ModelFormatError as e:
+        raise EncodeError(str(e)) from None
+    choices, bits, trials = beam_search_runtime.encode_choices(
+        samples, loaded, max_trials=max_trials, progress=progress)
     return (np.asarray(choices, np.int64), np.asarray(bits, np.int64),
-            None if trials is None else np.asarray(trials, np.int64))
+            np.asarray(trials, np.int64))
 
 
 def reference_trials(samples, chunk=1024):

@@ -258,39 +258,111 @@ def _run_fields(lengths):
 # Encoder
 
 
-def _adaptive_k(ms, krow, up, down):
-    """k before each value of a row (§7.2). The state is sequential, so a plain loop."""
-    krow = krow + [0] * (max(ms) + 2 - len(krow)) if ms else krow   # idx >= 1024: k = 0
-    up16, up_keep, down16, down_keep = 16 * up, 16 - up, 16 * down, 16 - down
-    ks = []
-    append = ks.append
-    a = 0
-    for m in ms:
-        append(krow[(a + 8) >> 4])
-        if a < m:
-            a = (m * up16 + a * up_keep + 8) >> 4
-        else:
-            a = (m * down16 + a * down_keep + 8) >> 4
-    return ks
+def _update_state(a, m, up, down):
+    """Adaptive state after coding m (§7.2): rho = raise ratio if a < m, else fall ratio."""
+    rho = np.where(a < m, up, down)
+    return (16 * m * rho + a * (16 - rho) + 8) >> 4
 
 
-def _row_fields(v, params, runlength):
-    """Fields of one Golomb row holding the values v (int64, at least one)."""
-    krow, up, down = params
+def _adaptive_k(ms, row_ids, table, span=256, lockstep_limit=4):
+    """k before every value of several independent Golomb rows (§7.2), vectorised.
+
+    ms: mapped magnitudes of each row sequence (int64 arrays); row_ids: their Golomb rows.
+    Returns the k arrays. The state `a` is sequential, but it forgets its start: each
+    update keeps (16 - rho)/16 of it, so two states fed the same magnitudes meet after a
+    few dozen values. Hence:
+    1. cut the concatenated sequences into segments of `span` values and advance all
+       segments together from the guess a = 0 (exact where a row starts);
+    2. re-run each segment whose true entering state differs, from that state, until it
+       meets the stored states (from there on they are right); a cursor that does not meet
+       in its own segment runs on into the next ones;
+    3. if cursors are still running after lockstep_limit * span steps (a custom table with
+       small ratios converges slowly), finish with a plain loop.
+    The result is exactly the sequential one (the tests compare with a plain loop).
+    """
+    lengths = np.array([len(m) for m in ms], np.int64)
+    n = int(lengths.sum())
+    if n == 0:
+        return [np.zeros(0, np.int64) for _ in ms]
+    nseg = -(-n // span)
+    size = nseg * span
+    m = np.zeros(size, np.int64)
+    m[:n] = np.concatenate(ms)
+    reset = np.ones(size, bool)            # padding past n is harmless reset/zero values
+    reset[:n] = False
+    reset[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
+    row = np.zeros(size, np.int64)
+    row[:n] = np.repeat(np.asarray(row_ids, np.int64), lengths)
+    up = np.array([r[0] for r in table], np.int64)
+    down = np.array([r[1] for r in table], np.int64)
+
+    # 1. all segments at once; states[t, s] = a before value s * span + t
+    m_t, reset_t, row_t = (x.reshape(nseg, span).T.copy() for x in (m, reset, row))
+    states = np.empty((span, nseg), np.int64)
+    a = np.zeros(nseg, np.int64)
+    for t in range(span):
+        a[reset_t[t]] = 0
+        states[t] = a
+        a = _update_state(a, m_t[t], up[row_t[t]], down[row_t[t]])
+
+    # 2. cursors from the segment starts whose entering state was guessed wrong
+    seg = np.flatnonzero(~reset_t[0, 1:] & (a[:-1] != 0)) + 1
+    pos = seg * span
+    a = a[seg - 1]
+    for _ in range(lockstep_limit * span):
+        a[reset[pos]] = 0
+        live = a != states[pos % span, pos // span]
+        pos, a = pos[live], a[live]
+        if not len(pos):
+            break
+        states[pos % span, pos // span] = a
+        a = _update_state(a, m[pos], up[row[pos]], down[row[pos]])
+        pos += 1
+        inside = pos < n
+        pos, a = pos[inside], a[inside]
+    else:
+        # 3. The lowest cursor's state is right (every cursor before it has met the
+        # stored states); sweep on until past all other cursors and met.
+        p, state, last = int(pos.min()), int(a[pos.argmin()]), int(pos.max())
+        flat_m, flat_reset, flat_row = m.tolist(), reset.tolist(), row.tolist()
+        while p < n:
+            if flat_reset[p]:
+                state = 0
+            t, s = p % span, p // span
+            if p > last and state == states[t, s]:
+                break
+            states[t, s] = state
+            mp, r = flat_m[p], flat_row[p]
+            rho = table[r][0] if state < mp else table[r][1]
+            state = (16 * mp * rho + state * (16 - rho) + 8) >> 4
+            p += 1
+
+    idx = np.minimum((states.T.ravel()[:n] + 8) >> 4, K_INDEX_LIMIT)
+    ktab = np.zeros((8, K_INDEX_LIMIT + 1), np.int64)     # idx >= 1024: k = 0 (§11)
+    ktab[:, :K_INDEX_LIMIT] = stages.k_table(table)
+    return np.split(ktab[row[:n], idx], np.cumsum(lengths)[:-1])
+
+
+def _magnitudes(v, runlength):
+    """Mapped magnitudes of the values of a row that get a Golomb code (§7.4, §7.5)."""
     if not runlength:
-        m = np.where(v >= 0, 2 * v, -2 * v - 1)
-        k = np.array(_adaptive_k(m.tolist(), krow, up, down), np.int64)
+        return np.where(v >= 0, 2 * v, -2 * v - 1)
+    nz = v[v != 0]
+    return np.where(nz > 0, 2 * nz - 1, -2 * nz - 2)
+
+
+def _row_fields(v, m, k, runlength):
+    """Fields of one Golomb row holding the values v (at least one), with their mapped
+    magnitudes m and parameters k."""
+    if not runlength:
         return _rice_fields(m, k)
     nonzero = v != 0
     starts = np.flatnonzero(np.concatenate([[True], nonzero[1:] != nonzero[:-1]]))
     run_values, run_bits = _run_fields(np.diff(np.append(starts, len(v))))
-    where = np.flatnonzero(nonzero)
-    nz = v[where]
-    m = np.where(nz > 0, 2 * nz - 1, -2 * nz - 2)
-    k = np.array(_adaptive_k(m.tolist(), krow, up, down), np.int64)
     val_values, val_bits = _rice_fields(m, k)
     # A run's length code comes right before the run's values.
-    order = np.argsort(np.concatenate([2 * starts, 2 * where + 1]), kind="stable")
+    keys = np.concatenate([2 * starts, 2 * np.flatnonzero(nonzero) + 1])
+    order = np.argsort(keys, kind="stable")
     values = np.concatenate([[int(nonzero[0])], np.concatenate([run_values, val_values])[order]])
     bits = np.concatenate([[1], np.concatenate([run_bits, val_bits])[order]])
     return values, bits
@@ -331,8 +403,11 @@ def _stream_fields(v, width):
     return mode, np.array(values, np.int64), np.array(bits, np.int64)
 
 
-def _tile_payload(choices, values, rows, row_params):
-    """Payload of one tile (§5): side information, Golomb rows, padding."""
+def _tile_payload(choices, rows):
+    """Payload of one tile (§5): side information, Golomb rows, padding.
+
+    rows: (row, values, mapped magnitudes, k) of each non-empty Golomb row, in row order.
+    """
     modes, fields = [], []
     for col, width in zip(STREAM_COLUMNS, STREAM_BITS):
         mode, vals, bits = _stream_fields(choices[:, col], width)
@@ -340,11 +415,7 @@ def _tile_payload(choices, values, rows, row_params):
         fields.append((vals, bits))
     side = [(np.array(modes), np.full(5, 2))] + fields
     payload = _pack(np.concatenate([f[0] for f in side]), np.concatenate([f[1] for f in side]))
-    row_fields = []
-    for r in range(8):
-        v = values[rows == r]
-        if len(v):
-            row_fields.append(_row_fields(v, row_params[r], _RUNLENGTH_ROW[r]))
+    row_fields = [_row_fields(v, m, k, _RUNLENGTH_ROW[r]) for r, v, m, k in rows]
     if row_fields:
         payload += _pack(np.concatenate([f[0] for f in row_fields]),
                          np.concatenate([f[1] for f in row_fields]))
@@ -423,17 +494,25 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H))
     per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
     choices = _check_choices(choices, sum(per_tile))
     tile_first = np.concatenate([[0], np.cumsum(per_tile)])
-    row_params = _row_params(table)
     out = [_header(ncomp, width, height, tile_w, tile_h, table)]
     for t0, t1 in _chunks(tiles):
         blocks = _chunk_blocks(tiles[t0:t1])
         ch = choices[tile_first[t0]:tile_first[t1]]
         flat, offsets, rows = _coded_values(_canvas(samples, tiles[t0:t1]), blocks, ch)
         ends = np.append(offsets, len(flat))
-        for t in range(t0, t1):
-            b0, b1 = tile_first[t] - tile_first[t0], tile_first[t + 1] - tile_first[t0]
-            v0, v1 = ends[b0], ends[b1]
-            payload = _tile_payload(ch[b0:b1], flat[v0:v1], rows[v0:v1], row_params)
+        first = tile_first[t0:t1 + 1] - tile_first[t0]
+        # The Golomb rows of all tiles of the chunk: (tile, row, values, magnitudes).
+        seqs = []
+        for t in range(t1 - t0):
+            v0, v1 = ends[first[t]], ends[first[t + 1]]
+            for r in range(8):
+                v = flat[v0:v1][rows[v0:v1] == r]
+                if len(v):
+                    seqs.append((t, r, v, _magnitudes(v, _RUNLENGTH_ROW[r])))
+        ks = _adaptive_k([s[3] for s in seqs], [s[1] for s in seqs], table)
+        for t in range(t1 - t0):
+            tile_rows = [(r, v, m, k) for (u, r, v, m), k in zip(seqs, ks) if u == t]
+            payload = _tile_payload(ch[first[t]:first[t + 1]], tile_rows)
             out.append(len(payload).to_bytes(4, "little"))
             out.append(payload)
     return b"".join(out)
