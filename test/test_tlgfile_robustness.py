@@ -137,6 +137,11 @@ class MalformedFiles(unittest.TestCase):
             with self.subTest(case=i):
                 self.assert_bad(data)
 
+    def test_tile_count_limit(self):
+        # 1 x 1 tiles over 300 x 300 pixels: 90 000 tiles; the records are all there.
+        data = with_u64(with_u64(with_u64(with_u64(self.data, 17, 1), 25, 1), 33, 300), 41, 300)
+        self.assert_bad(data[:225] + b"\x01\x00\x00\x00\x00" * 90000, "limit of 65536 tiles")
+
     def test_pixel_limit_parameter(self):
         with self.assertRaises(Tlg8FormatError):
             decode_tlg8(self.data, max_pixels=21 * 90 - 1)

@@ -57,6 +57,7 @@ MAX_VARUINT_GROUPS = 5
 MAX_PIXELS = 1 << 26            # whole image, W * H
 MAX_TILE_PIXELS = 1 << 21       # one tile (the reference's 8192 x 80: 655 360)
 MAX_TILE_SPAN = 1 << 16         # tile width + 2 * tile height (8192 x 80 tiles: 8352)
+MAX_TILES = 1 << 16             # each tile costs ~0.3 ms of fixed overhead
 CHUNK_PIXELS = 1 << 21          # canvas pixels processed together
 
 
@@ -510,9 +511,11 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H))
                 if len(v):
                     seqs.append((t, r, v, _magnitudes(v, _RUNLENGTH_ROW[r])))
         ks = _adaptive_k([s[3] for s in seqs], [s[1] for s in seqs], table)
+        tile_rows = [[] for _ in range(t1 - t0)]
+        for (t, r, v, m), k in zip(seqs, ks):
+            tile_rows[t].append((r, v, m, k))
         for t in range(t1 - t0):
-            tile_rows = [(r, v, m, k) for (u, r, v, m), k in zip(seqs, ks) if u == t]
-            payload = _tile_payload(ch[first[t]:first[t + 1]], tile_rows)
+            payload = _tile_payload(ch[first[t]:first[t + 1]], tile_rows[t])
             out.append(len(payload).to_bytes(4, "little"))
             out.append(payload)
     return b"".join(out)
@@ -861,7 +864,7 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
     """Decode a .tlg8 file: returns (samples uint8 (H, W, C), C, choices int64 (N, 5)).
 
     Raises Tlg8FormatError for any invalid file, and for files beyond `max_pixels`
-    (W * H), MAX_TILE_PIXELS or MAX_TILE_SPAN.
+    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES.
     """
     data = memoryview(data).cast("B")
     hdr = read_header(data)
@@ -875,6 +878,9 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
                               f"({MAX_TILE_PIXELS} pixels, width + 2 * height <= "
                               f"{MAX_TILE_SPAN})")
     ntiles = -(-width // tile_w) * -(-height // tile_h)
+    if ntiles > MAX_TILES:
+        raise Tlg8FormatError(f"{ntiles} tiles of {tile_w} x {tile_h} exceed the decoder's "
+                              f"limit of {MAX_TILES} tiles")
     # Every tile record takes at least 5 bytes: L and one byte of Golomb rows.
     if ntiles * 5 > len(data) - hdr["offset"]:
         raise Tlg8FormatError(f"{ntiles} tiles cannot fit in the {len(data) - hdr['offset']} "
