@@ -125,10 +125,7 @@ def main(argv=None):
         parser.error(f"{args.output}: output must end in .tlg8")
     try:
         return _run(args, search)
-    except EncodeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Tlg8Error as e:                # ImageError names the file itself
+    except Tlg8Error as e:                # the messages name the file themselves
         print(f"error: {e}", file=sys.stderr)
         return 1
 
