@@ -386,7 +386,6 @@ def diverged(what, args):
 
 
 def export(model, args, summary, best, status):
-    os.makedirs(args.export_dir, exist_ok=True)
     metrics = dict(summary, **best, status=status)
     model.metadata = metrics
     model.save(os.path.join(args.export_dir, "multitask_best.npz"))
@@ -448,7 +447,16 @@ def main(argv=None):
                   "feature_layout": model.feature_layout, "n_features": model.n_features,
                   "heads": dict(mm.HEADS)},
     }
-    log = open(args.log_file, "w") if args.log_file else None
+    try:
+        if args.export_dir:
+            os.makedirs(args.export_dir, exist_ok=True)
+        log = None
+        if args.log_file:
+            os.makedirs(os.path.dirname(os.path.abspath(args.log_file)), exist_ok=True)
+            log = open(args.log_file, "w")
+    except OSError as e:
+        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         # Overflow and NaN are detected from the losses and reported with advice;
         # NumPy's own warnings would only repeat them.

@@ -216,6 +216,19 @@ class TrainCliTest(unittest.TestCase):
             self.assertEqual(status, 2, args)
             self.assertIn("error:", err)
 
+    def test_output_paths(self):
+        nested = os.path.join(self.tmp, "new", "dirs")
+        status, _, err = self.run_cli("--epochs", "1", "--export-dir", os.path.join(nested, "out"),
+                                      "--log-file", os.path.join(nested, "logs", "x.jsonl"), *SMALL)
+        self.assertEqual(status, 0, err)
+        self.assertTrue(os.path.exists(os.path.join(nested, "logs", "x.jsonl")))
+        blocker = os.path.join(self.tmp, "a_file")
+        open(blocker, "w").close()
+        status, _, err = self.run_cli("--epochs", "1", "--export-dir", os.path.join(blocker, "out"),
+                                      *SMALL)
+        self.assertEqual(status, 1)
+        self.assertIn("error: cannot write", err)
+
     def test_early_stop(self):
         log = os.path.join(self.tmp, "early.log")
         # A learning rate this small leaves every prediction as it is: no improvement after
