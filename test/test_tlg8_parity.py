@@ -6,17 +6,16 @@ the reference file gives the image's pixels and those choices. CI checks every s
 image, dko_sss, and two photos with edge blocks (dko_t, img3); bench/parity_tlg8.py checks
 every file.
 """
-import json
 import os
 import unittest
 
 import numpy as np
 
-from shared_data import IMAGES, TLGCONV, parity_names, reference_lines, require_shared
+from shared_data import IMAGES, TLGCONV, parity_names, require_shared
+from tlg8 import records
 from tlg8.image import block_grid, read_image
 from tlg8.tlgfile import decode_tlg8, encode_tlg8
 
-FIELDS = ("predictor", "filter", "reorder", "interleave", "entropy")
 SMALL_PIXELS = 64 * 64
 CI_PHOTOS = ("dko_sss", "dko_t", "img3")
 
@@ -24,14 +23,14 @@ CI_PHOTOS = ("dko_sss", "dko_t", "img3")
 def reference_case(name):
     """(samples, C, choices from the dump's `best`, reference file bytes)."""
     samples, ncomp = read_image(os.path.join(IMAGES, name + ".bmp"))
-    records = [json.loads(line) for line in reference_lines(name)]
+    dump, problems = records.parse_file(os.path.join(TLGCONV, name + ".jsonl.gz"))
+    if problems:
+        raise AssertionError(f"{name}: unreadable dump: {problems[:3]}")
     grid = block_grid(samples.shape[1], samples.shape[0])
-    origins = np.array([r["block_origin"] for r in records]).reshape(-1, 2)
-    if not np.array_equal(origins, grid[:, 2:4]):
+    if not np.array_equal(dump["origin"], grid[:, 2:4]):
         raise AssertionError(f"{name}: dump records are not in block order")
-    choices = np.array([[r["best"][k] for k in FIELDS] for r in records], np.int64)
     with open(os.path.join(TLGCONV, name + ".tlg8"), "rb") as f:
-        return samples, ncomp, choices, f.read()
+        return samples, ncomp, dump["best"].astype(np.int64), f.read()
 
 
 def ci_names():
