@@ -166,6 +166,17 @@ class ParseTest(TempDir):
         self.assertEqual([p[1] for p in problems], [124, 351])
         self.assertEqual(len(data["image"]), 398)
 
+    def test_reader_thread_ends_when_parsing_fails(self):
+        import threading
+        rng = np.random.default_rng(18)
+        path = self.write("r.jsonl.gz", b"".join(line(make_record(rng)) for _ in range(300)))
+        before = threading.active_count()
+        with mock.patch.object(records, "_CHUNK", 2048), \
+                mock.patch.object(records, "parse_chunk", side_effect=RuntimeError("boom")):
+            with self.assertRaisesRegex(RuntimeError, "boom"):
+                records.parse_file(path)
+        self.assertEqual(threading.active_count(), before)
+
     def test_memory_per_block(self):
         rng = np.random.default_rng(8)
         recs = [make_record(rng) for _ in range(100)]

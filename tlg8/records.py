@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import queue
+import sys
 import threading
 import zlib
 
@@ -54,6 +55,7 @@ TRUNCATED_LINE = "truncated last line"
 EMPTY_FILE = "empty file"
 NO_DATA_FILES = "directory without dumps"
 BAD_COMPRESSION = "corrupt compressed data"
+CACHE_WARNING = "cache"      # the cache could not be written: reported, never fatal
 
 CACHE_VERSION = 1
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -83,12 +85,6 @@ def _empty_arrays(n):
     }
 
 
-def empty_dataset():
-    data = _empty_arrays(0)
-    data["names"] = np.zeros(0, "U1")
-    return data
-
-
 def dataset_size(data):
     return len(data["image"])
 
@@ -98,10 +94,11 @@ def dataset_nbytes(data):
     return sum(data[k].nbytes for k in DATASET_KEYS)
 
 
-def subset(data, index):
-    """Rows `index` (indices or a boolean mask) of a dataset; names are kept as they are."""
-    out = {k: data[k][index] for k in DATASET_KEYS}
-    out["names"] = data["names"]
+def _join(parts, names):
+    """One dataset from row arrays whose image ids already index `names` (a list)."""
+    out = {k: np.concatenate([p[k] for p in parts]) if parts else _empty_arrays(0)[k]
+           for k in DATASET_KEYS}
+    out["names"] = np.array(names, dtype=str) if names else np.zeros(0, "U1")
     return out
 
 
@@ -111,12 +108,8 @@ def concat_datasets(parts):
     remapped = []
     for part in parts:
         ids = np.array([names.setdefault(n, len(names)) for n in part["names"].tolist()], np.int32)
-        remapped.append(ids[part["image"]] if len(ids) else part["image"])
-    out = {k: np.concatenate([p[k] for p in parts]) if parts else _empty_arrays(0)[k]
-           for k in DATASET_KEYS}
-    out["image"] = np.concatenate(remapped) if parts else out["image"]
-    out["names"] = np.array(list(names), dtype=str) if names else np.zeros(0, "U1")
-    return out
+        remapped.append(dict(part, image=ids[part["image"]] if len(ids) else part["image"]))
+    return _join(remapped, list(names))
 
 
 # ---------------------------------------------------------------------------------------
@@ -461,13 +454,13 @@ def _fast_parse(data, names, extra_rows):
 
 
 def parse_chunk(data, line0, names, fast=True):
-    """Parse lines of a dump. Returns (arrays, problems); arrays["image"] holds name ids.
+    """Parse lines of a dump. Returns (arrays, problems, number of newlines).
 
-    line0: 1-based number of the first line; names: dict name -> id, extended in place.
-    Text after the last newline is the file's last line without its newline: a truncated
-    line unless it is a complete record (then it is accepted).
-    fast=False sends every line through the json.loads path (the tests compare the two).
-    Returns (arrays, problems, number of newlines); problems: (line, kind, detail).
+    arrays["image"] holds ids into `names` (dict name -> id, extended in place); problems
+    are (line, kind, detail) with line numbers counted from line0 (1-based). Text after
+    the last newline is the file's last line without its newline: a truncated line unless
+    it is a complete record (then it is accepted). fast=False sends every line through
+    the json.loads path (the tests compare the two).
     """
     cut = data.rfind(b"\n") + 1
     body, rest = data[:cut], data[cut:]
@@ -510,9 +503,19 @@ def parse_chunk(data, line0, names, fast=True):
 # ---------------------------------------------------------------------------------------
 # Files: decompression in a background thread (overlapping the parsing), chunking, caching.
 
-def _read_chunks(path, out):
+def _read_chunks(path, out, stop):
     """Feed queue `out` with ("data", bytes, compressed bytes read) items, each ending at a
-    newline except the last, then ("error", reason) if the file is damaged, then None."""
+    newline except the last, then ("error", reason) if the file is damaged, then None.
+    Returns early once `stop` is set (the consumer gave up)."""
+    def put(item):
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     pending = b""
     try:
         with open(path, "rb") as f:
@@ -535,18 +538,19 @@ def _read_chunks(path, out):
                     pending += raw
                 cut = pending.rfind(b"\n") + 1
                 if len(pending) >= _CHUNK and cut:
-                    out.put(("data", pending[:cut], f.tell()))
+                    if not put(("data", pending[:cut], f.tell())):
+                        return
                     pending = pending[cut:]
-            out.put(("data", pending, f.tell()))
+            put(("data", pending, f.tell()))
             pending = b""
             if gz and not dec.eof and f.tell():
-                out.put(("error", "the compressed stream ends early (truncated .gz file)"))
+                put(("error", "the compressed stream ends early (truncated .gz file)"))
     except zlib.error as e:
-        out.put(("data", pending, 0))
-        out.put(("error", f"not a valid gzip stream ({e})"))
+        put(("data", pending, 0))
+        put(("error", f"not a valid gzip stream ({e})"))
     except OSError as e:
-        out.put(("error", f"cannot read the file ({e.strerror or e})"))
-    out.put(None)
+        put(("error", f"cannot read the file ({e.strerror or e})"))
+    put(None)
 
 
 def parse_file(path, fast=True, progress=None):
@@ -557,32 +561,34 @@ def parse_file(path, fast=True, progress=None):
     """
     path = os.fspath(path)
     pieces = queue.Queue(maxsize=2)
-    threading.Thread(target=_read_chunks, args=(path, pieces), daemon=True).start()
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_chunks, args=(path, pieces, stop), daemon=True)
+    reader.start()
     names = {}
     parts, problems = [], []
     line0 = 1
-    while True:
-        item = pieces.get()
-        if item is None:
-            break
-        if item[0] == "error":
-            problems.append((path, None, BAD_COMPRESSION, item[1]))
-            continue
-        _, data, done = item
-        if data:
-            arrays, probs, lines = parse_chunk(data, line0, names, fast)
-            parts.append(arrays)
-            problems += [(path,) + p for p in probs]
-            line0 += lines
-        if progress:
-            progress(done)
-    if not parts or not sum(len(p["image"]) for p in parts):
-        if not problems:
-            problems.append((path, None, EMPTY_FILE, "the file holds no records"))
-    out = {k: np.concatenate([p[k] for p in parts]) if parts else _empty_arrays(0)[k]
-           for k in DATASET_KEYS}
-    out["names"] = np.array(list(names), dtype=str) if names else np.zeros(0, "U1")
-    return out, problems
+    try:
+        while True:
+            item = pieces.get()
+            if item is None:
+                break
+            if item[0] == "error":
+                problems.append((path, None, BAD_COMPRESSION, item[1]))
+                continue
+            _, data, done = item
+            if data:
+                arrays, probs, lines = parse_chunk(data, line0, names, fast)
+                parts.append(arrays)
+                problems += [(path,) + p for p in probs]
+                line0 += lines
+            if progress:
+                progress(done)
+    finally:
+        stop.set()                  # an exception here must not leave the reader blocked
+        reader.join()
+    if not any(len(p["image"]) for p in parts) and not problems:
+        problems.append((path, None, EMPTY_FILE, "the file holds no records"))
+    return _join(parts, list(names)), problems
 
 
 def find_dump_files(paths):
@@ -678,7 +684,7 @@ def load_file(path, cache_dir=None, progress=None):
     if cache_dir:
         warning = _cache_store(cache_dir, path, key, data, problems)
         if warning:
-            problems = problems + [(path, None, "cache", warning)]
+            problems = problems + [(path, None, CACHE_WARNING, warning)]
     return data, problems, False
 
 
@@ -702,7 +708,7 @@ def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False):
 
     def note(items):
         for p in items:
-            if strict and p[2] != "cache":
+            if strict and p[2] != CACHE_WARNING:
                 raise DataError(format_problem(p))
             report["problems"].append(p)
             if warn:
@@ -713,7 +719,6 @@ def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False):
     bar = None
     if progress:
         from tqdm import tqdm
-        import sys
         bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="reading dumps",
                    disable=not sys.stderr.isatty(), leave=False)
     parts = []
@@ -733,7 +738,7 @@ def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False):
     report["records"] = dataset_size(data)
     counts = {}
     for p in report["problems"]:
-        if p[2] != "cache":
+        if p[2] != CACHE_WARNING:
             counts[p[2]] = counts.get(p[2], 0) + 1
     report["problem_counts"] = counts
     if not report["records"]:
