@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from tlg8.image import BLOCK, block_grid
-from tlg8.records import MAX_COMPONENTS, _Bad, check_record, decode_record
+from tlg8.records import MAX_COMPONENTS, BadRecord, check_record, decode_record
 from tlg8.stages import (N_FILTERS, N_INTERLEAVES, N_PREDICTORS, N_REORDERS, filter_code,
                          split_filter_code)
 
@@ -106,7 +106,7 @@ def features_from_record(record):
     """The 259 raw features of one training record: a decoded JSON dict or a JSONL line."""
     try:
         rec = decode_record(record) if isinstance(record, (str, bytes)) else check_record(record)
-    except _Bad as e:
+    except BadRecord as e:
         raise ValueError(f"not a valid training record: {e.args[1]}") from None
     w, h, ncomp = rec["size"]
     return features_from_block(np.array(rec["pixels"], np.uint8).reshape(h, w, ncomp))
@@ -149,6 +149,18 @@ def head_log_softmax(logits):
     lse = np.log(np.add.reduceat(np.exp(z), HEAD_OFFSETS, axis=1))
     z -= np.repeat(lse, HEAD_SIZES, axis=1)
     return z
+
+
+def head_topk(scores, k):
+    """Per head, the k best classes of fused scores (N, 32) (logits or log-probabilities):
+    {head name: (ids int64 (N, k'), scores (N, k'))}, k' = min(k, head size), best first;
+    ties keep the lower class id first."""
+    out = {}
+    for name, a, n in zip(HEAD_NAMES, HEAD_OFFSETS, HEAD_SIZES):
+        part = scores[:, a:a + n]
+        ids = np.argsort(-part, axis=1, kind="stable")[:, :min(k, n)]
+        out[name] = (ids, np.take_along_axis(part, ids, axis=1))
+    return out
 
 
 def soft_targets(best, second, epsilon, out=None):
@@ -321,13 +333,7 @@ class MultiTaskModel:
         k is capped at each head's size. Ties keep the lower class id first.
         """
         x, _ = self._check_features(features)
-        logp = head_log_softmax(self.logits(x))
-        out = {}
-        for name, a, n in zip(HEAD_NAMES, HEAD_OFFSETS, HEAD_SIZES):
-            part = logp[:, a:a + n]
-            ids = np.argsort(-part, axis=1, kind="stable")[:, :min(k, n)]
-            out[name] = (ids, np.take_along_axis(part, ids, axis=1))
-        return out
+        return head_topk(head_log_softmax(self.logits(x)), k)
 
     def predict_topk(self, features, k=2):
         """Top-k classes of one block: {head name: [(class_id, logprob), ...]}, best first.

@@ -252,9 +252,7 @@ def feature_scaler(data, index, chunk=8192):
 
 def count_hits(logits, best, second, counts):
     """Add per-head hit counts (top1, top2, two_choice) of logits (B, 32) to counts (6, 3)."""
-    for h, (a, size) in enumerate(zip(mm.HEAD_OFFSETS, mm.HEAD_SIZES)):
-        part = logits[:, a:a + size]
-        order = np.argsort(-part, axis=1, kind="stable")[:, :2]
+    for h, (order, _) in enumerate(mm.head_topk(logits, 2).values()):
         top1 = order[:, 0] == best[:, h]
         counts[h, 0] += top1.sum()
         counts[h, 1] += (top1 | (order[:, 1] == best[:, h])).sum()

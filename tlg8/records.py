@@ -69,8 +69,8 @@ class DataError(Tlg8Error):
     strict checking. The message names the file (and line) and the reason."""
 
 
-class _Bad(Exception):
-    """A record fails validation (slow path); args = (kind, detail)."""
+class BadRecord(Exception):
+    """A record fails validation; args = (kind, detail), kind one of the constants above."""
 
 
 def _empty_arrays(n):
@@ -122,23 +122,23 @@ def _show(value):
 
 def _get(obj, key, where):
     if key not in obj:
-        raise _Bad(MISSING_KEY, f"missing key '{where}{key}'")
+        raise BadRecord(MISSING_KEY, f"missing key '{where}{key}'")
     return obj[key]
 
 
 def _int(value, where, lo, hi, kind=OUT_OF_RANGE):
     # bool is a subclass of int in Python; JSON true/false are not integers here.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise _Bad(NON_INTEGER, f"'{where}' is {_show(value)}, not an integer")
+        raise BadRecord(NON_INTEGER, f"'{where}' is {_show(value)}, not an integer")
     if not lo <= value <= hi:
-        raise _Bad(kind, f"'{where}' = {value} is outside {lo}..{hi}")
+        raise BadRecord(kind, f"'{where}' = {value} is outside {lo}..{hi}")
     return value
 
 
 def _pair(obj, key, lo, hi):
     value = _get(obj, key, "")
     if not isinstance(value, list) or len(value) != 2:
-        raise _Bad(WRONG_TYPE, f"'{key}' is {_show(value)}, not a list of two integers")
+        raise BadRecord(WRONG_TYPE, f"'{key}' is {_show(value)}, not a list of two integers")
     return [_int(v, f"{key}[{i}]", lo, hi) for i, v in enumerate(value)]
 
 
@@ -147,7 +147,7 @@ def _candidate(obj, key):
     if value is None and key == "second":
         return None
     if not isinstance(value, dict):
-        raise _Bad(WRONG_TYPE, f"'{key}' is {_show(value)}, not an object")
+        raise BadRecord(WRONG_TYPE, f"'{key}' is {_show(value)}, not an object")
     labels = [_int(_get(value, k, key + "."), f"{key}.{k}", 0, n - 1, LABEL_RANGE)
               for k, n in zip(CANDIDATE_KEYS, CANDIDATE_LIMITS)]
     bits = _int(_get(value, "bits", key + "."), f"{key}.bits", 0, MAX_BITS)
@@ -157,37 +157,37 @@ def _candidate(obj, key):
 def decode_record(line):
     """Validate one JSONL line (bytes or str). Returns a dict of plain values:
     image, size (w, h, C), origin, pixels (list, y/x/c order), best, second (or None),
-    best_bits, second_bits. Raises _Bad(kind, detail) when the record is not valid."""
+    best_bits, second_bits. Raises BadRecord(kind, detail) when the record is not valid."""
     if isinstance(line, bytes):
         # surrogateescape: bytes >= 0x80 in the image tag need not be UTF-8 (spec §8).
         line = line.decode("utf-8", "surrogateescape")
     try:
         obj = json.loads(line)
     except ValueError as e:
-        raise _Bad(INVALID_JSON, str(e)) from None
+        raise BadRecord(INVALID_JSON, str(e)) from None
     return check_record(obj)
 
 
 def check_record(obj):
     """Validate a decoded JSON record (see decode_record)."""
     if not isinstance(obj, dict):
-        raise _Bad(WRONG_TYPE, f"the line is {_show(obj)}, not a JSON object")
+        raise BadRecord(WRONG_TYPE, f"the line is {_show(obj)}, not a JSON object")
     name = _get(obj, "image", "")
     if not isinstance(name, str):
-        raise _Bad(WRONG_TYPE, f"'image' is {_show(name)}, not a string")
+        raise BadRecord(WRONG_TYPE, f"'image' is {_show(name)}, not a string")
     width, height = _pair(obj, "image_size", 1, MAX_COORD)
     _pair(obj, "tile_origin", 0, MAX_COORD)
     bx, by = _pair(obj, "block_origin", 0, MAX_COORD)
     w, h = _pair(obj, "block_size", 1, BLOCK)
     ncomp = _int(_get(obj, "components", ""), "components", 3, MAX_COMPONENTS)
     if bx + w > width or by + h > height:
-        raise _Bad(OUT_OF_RANGE, f"block {w}x{h} at ({bx},{by}) lies outside the "
+        raise BadRecord(OUT_OF_RANGE, f"block {w}x{h} at ({bx},{by}) lies outside the "
                                  f"{width}x{height} image")
     pixels = _get(obj, "pixels", "")
     if not isinstance(pixels, list):
-        raise _Bad(WRONG_TYPE, f"'pixels' is {_show(pixels)}, not a list")
+        raise BadRecord(WRONG_TYPE, f"'pixels' is {_show(pixels)}, not a list")
     if len(pixels) != w * h * ncomp:
-        raise _Bad(PIXEL_COUNT, f"'pixels' has {len(pixels)} values; a {w}x{h} block with "
+        raise BadRecord(PIXEL_COUNT, f"'pixels' has {len(pixels)} values; a {w}x{h} block with "
                                 f"{ncomp} components has {w * h * ncomp}")
     for i, v in enumerate(pixels):
         _int(v, f"pixels[{i}]", 0, 255)
@@ -484,7 +484,7 @@ def parse_chunk(data, line0, names, fast=True):
             continue                                    # blank lines are not records
         try:
             rec = decode_record(line)
-        except _Bad as e:
+        except BadRecord as e:
             kind, detail = e.args
             ids[i] = -1
             if i == n and kind == INVALID_JSON:
