@@ -271,6 +271,19 @@ class TrainCliTest(unittest.TestCase):
         self.assertEqual(status, 1)
         self.assertIn("re-train", err)
 
+    def test_progress_bars_only_on_a_terminal_without_quiet(self):
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+
+        for quiet, want in ((False, True), (True, False)):
+            err = Terminal()
+            args = [self.data, "--epochs", "1", "--hidden-dims", "8", "--no-cache"]
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                self.assertEqual(train_multitask.main(args + (["--quiet"] if quiet else [])), 0)
+            self.assertEqual("epoch 1/1:" in err.getvalue(), want)        # the tqdm bar
+            self.assertEqual("reading dumps" in err.getvalue(), want)
+
     def test_cache_options(self):
         cache = os.path.join(self.tmp, "own_cache")
         status, _, _ = self.run_cli("--dry-run", "--cache-dir", cache)
