@@ -154,7 +154,7 @@ def encode_choices(samples, model, max_trials=16, progress=None, margin_reorder=
     if not isinstance(model, mm.MultiTaskModel):
         model = mm.MultiTaskModel.load(model)
     grid = block_grid(samples.shape[1], samples.shape[0])
-    configs, _, counts = plan_trials(mm.image_features(samples, grid), model, margin_reorder,
+    configs, _, counts = plan_trials(model.image_features(samples, grid), model, margin_reorder,
                                      margin_interleave, margin_predictor, max_trials)
     choices = np.empty((len(grid), 5), np.int64)
     bits = np.empty(len(grid), np.int64)

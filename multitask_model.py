@@ -39,11 +39,11 @@ N_OUTPUTS = int(HEAD_SIZES.sum())
 
 # Feature layout "block-pixels-v1": the block's samples / 255 in (y, x, c) order, zero-padded
 # to 8 x 8 x 4 in the dump's component order, then [w / 8, h / 8, C / 4]. Models record
-# their layout name in the NPZ so that later layouts can coexist with this one.
+# their layout name in the NPZ; FEATURE_LAYOUTS (below image_features) maps each name to
+# its feature count and its image feature builder, so later layouts can coexist.
 FEATURE_LAYOUT = "block-pixels-v1"
 N_PIXEL_FEATURES = BLOCK * BLOCK * MAX_COMPONENTS
 N_FEATURES = N_PIXEL_FEATURES + 3
-FEATURE_LAYOUTS = {FEATURE_LAYOUT: N_FEATURES}
 _SIZE_SCALE = np.array([BLOCK, BLOCK, MAX_COMPONENTS], np.float32)
 
 MODEL_FORMAT = "tlg8-multitask-model/1"
@@ -137,6 +137,10 @@ def image_block_pixels(samples, grid=None):
 def image_features(samples, grid=None):
     """Raw features (N, 259) of an image's blocks (see image_block_pixels)."""
     return block_features(*image_block_pixels(samples, grid))
+
+
+# layout name -> (number of features, builder(samples, grid) of an image's raw features)
+FEATURE_LAYOUTS = {FEATURE_LAYOUT: (N_FEATURES, image_features)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ class MultiTaskModel:
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {dropout}")
         self.feature_layout = feature_layout
-        self.n_features = FEATURE_LAYOUTS[feature_layout]
+        self.n_features = FEATURE_LAYOUTS[feature_layout][0]
         self.hidden_dims = hidden_dims
         self.dropout = float(dropout)
         rng = np.random.default_rng(seed)
@@ -288,6 +292,10 @@ class MultiTaskModel:
         return out
 
     # -- inference -------------------------------------------------------------------
+
+    def image_features(self, samples, grid=None):
+        """Raw features of an image's blocks in this model's feature layout."""
+        return FEATURE_LAYOUTS[self.feature_layout][1](samples, grid)
 
     def _check_features(self, features):
         x = np.asarray(features, np.float32)

@@ -74,6 +74,7 @@ class HeadsAndFeaturesTest(unittest.TestCase):
             np.testing.assert_array_equal(mm.features_from_record(rec), feats[i])
             lines.append(json.dumps(rec, separators=(",", ":")))
         np.testing.assert_array_equal(mm.features_from_record(lines[-1]), feats[-1])
+        np.testing.assert_array_equal(tiny_model().image_features(img, grid), feats)
         data, _, _ = records.parse_chunk(("\n".join(lines) + "\n").encode(), 1, {})
         np.testing.assert_array_equal(mm.block_features(data["pixels"], data["size"]), feats)
         with self.assertRaisesRegex(ValueError, "pixels"):
