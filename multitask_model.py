@@ -54,6 +54,22 @@ class ModelFormatError(ValueError):
     """An NPZ is not a model of the current format; the message says to re-train."""
 
 
+def write_atomic(path, mode, write):
+    """write(file) into a temporary file beside `path`, then rename it to `path`, so that
+    readers never see a truncated file (also when interrupted)."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 # ---------------------------------------------------------------------------------------
 # Labels and features
 
@@ -456,16 +472,7 @@ class MultiTaskModel:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"trunk_weight_{i}"] = w
             arrays[f"trunk_bias_{i}"] = b
-        directory = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, "wb", lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path):

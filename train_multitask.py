@@ -293,17 +293,7 @@ def print_epoch(epoch, epochs, train_loss, val_loss, val, saved, seconds, out):
 
 
 def write_json_atomic(path, obj):
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    mm.write_atomic(path, "w", lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
 
 
 def train(model, data, train_idx, val_idx, args, summary, log, out):
