@@ -118,3 +118,254 @@ def pair_sad(ws):
     res = stages.all_residuals(np.asarray(ws))
     cand = np.abs(filter_candidates(res).astype(np.int64)).sum(-1)
     return cand[:, :, CANDIDATE_INDEX[:, :ws.shape[1]]].sum(-1)
+
+
+# ---------------------------------------------------------------------------------------
+# Pair candidates and their features (the learned selector's inputs)
+
+N_PAIRS = stages.N_PREDICTORS * stages.N_FILTERS      # pair id = predictor * 96 + filter
+PAIR_PREDICTOR = np.repeat(np.arange(stages.N_PREDICTORS), stages.N_FILTERS)
+PAIR_FILTER = np.tile(np.arange(stages.N_FILTERS), stages.N_PREDICTORS)
+MAX_COMPONENTS = 4
+
+
+def block_stats(ws):
+    """Residual planes and per-sequence statistics of blocks of one size.
+
+    Returns (planes int16 (8, C, n, N), sad uint16 (8, S, N), nonzero uint16 (8, S, N)).
+    """
+    planes = residual_planes(ws)
+    sad, nonzero = sequence_stats(magnitude_sequences(planes))
+    return planes, sad, nonzero
+
+
+def pair_proxy(sad, ncomp):
+    """Sum of absolute coded values of all 768 pairs: (8, S, N) -> int32 (N, 768)."""
+    seq = PAIR_SEQUENCE[:, :ncomp]                                  # (96, C)
+    per = sad[:, seq]                                               # (8, 96, C, N)
+    total = np.add.reduce(per, axis=2, dtype=np.int32)              # (8, 96, N)
+    return np.ascontiguousarray(total.reshape(N_PAIRS, -1).T)
+
+
+def top_pairs(proxy, k):
+    """The k pairs with the least proxy per block, ascending (ties: lower pair id first).
+
+    proxy (N, 768) -> int64 (N, k) pair ids."""
+    k = min(int(k), proxy.shape[1])
+    # Sort key proxy * 1024 + id: unique per block, so argpartition + argsort is exact.
+    key = proxy.astype(np.int64) * 1024 + np.arange(proxy.shape[1])
+    part = np.argpartition(key, k - 1, axis=1)[:, :k] if k < proxy.shape[1] else \
+        np.broadcast_to(np.arange(proxy.shape[1]), proxy.shape).copy()
+    order = np.argsort(np.take_along_axis(key, part, 1), axis=1)
+    return np.take_along_axis(part, order, 1).astype(np.int64)
+
+
+# Layout "pairs-v1" of the per-pair feature vector (the ranker's input), F = 35:
+#   for coded component slot c = 0..3 (zeros past C): log2(1 + sad_c * 64 / n),
+#       non-zero fraction, log2(1 + sad_c / max(nonzero_c, 1))            -> 12
+#   log2(1 + total sad * 64 / n)                                            -> 1
+#   one-hot predictor (8), filter perm (6), primary (4), secondary (4)      -> 22
+PAIR_FEATURE_LAYOUT = "pairs-v1"
+N_PAIR_FEATURES = 3 * MAX_COMPONENTS + 1 + 22
+
+
+def _pair_onehots():
+    perm, primary, secondary = stages.split_filter_code(PAIR_FILTER)
+    out = np.zeros((N_PAIRS, 22), np.float32)
+    rows = np.arange(N_PAIRS)
+    out[rows, PAIR_PREDICTOR] = 1
+    out[rows, 8 + perm] = 1
+    out[rows, 14 + primary] = 1
+    out[rows, 18 + secondary] = 1
+    return out
+
+
+PAIR_ONEHOTS = _pair_onehots()
+
+
+def pair_features(sad, nonzero, pairs, n):
+    """Features (N, K, 35) float32 of the pairs `pairs` (N, K) (layout pairs-v1).
+
+    sad, nonzero: (8, S, N) per-sequence statistics of block_stats; n: samples per component.
+    """
+    n_blocks, k = pairs.shape
+    ncomp = 4 if sad.shape[1] == N_SEQUENCES else 3
+    p = pairs // stages.N_FILTERS
+    seq = PAIR_SEQUENCE[pairs % stages.N_FILTERS, :ncomp]          # (N, K, C)
+    block = np.arange(n_blocks)[:, None, None]
+    s = sad[p[:, :, None], seq, block].astype(np.float32)          # (N, K, C)
+    z = nonzero[p[:, :, None], seq, block].astype(np.float32)
+    out = np.zeros((n_blocks, k, N_PAIR_FEATURES), np.float32)
+    scale = np.float32(64 / n)
+    out[:, :, 0:ncomp] = np.log2(1 + s * scale)
+    out[:, :, 4:4 + ncomp] = z / np.float32(n)
+    out[:, :, 8:8 + ncomp] = np.log2(1 + s / np.maximum(z, 1))
+    out[:, :, 12] = np.log2(1 + s.sum(-1) * scale)
+    out[:, :, 13:] = PAIR_ONEHOTS[pairs]
+    return out
+
+
+def coded_pairs(planes, pairs):
+    """Coded values (colour-filtered residuals, raster order) of pairs: (N, P, C, n) int16."""
+    n_pred, ncomp, n, n_blocks = planes.shape
+    by_block = np.ascontiguousarray(planes.transpose(3, 0, 1, 2))  # (N, 8, C, n)
+    p = pairs // stages.N_FILTERS
+    block = np.arange(n_blocks)[:, None]
+    res = by_block[block, p]                                         # (N, P, C, n)
+    if ncomp < 3:
+        return res
+    perm, primary, secondary = stages.split_filter_code(pairs % stages.N_FILTERS)
+    src = np.array(stages.PERMUTATIONS)[perm]                        # (N, P, 3)
+    d0, d1, d2 = (np.take_along_axis(res, src[..., k, None, None], 2)[:, :, 0]
+                  for k in range(3))
+    out = res.copy()
+    alpha = np.array([0, 2, 1, 3], np.int16)[primary][..., None]
+    beta = np.array([0, 2, 0, 1], np.int16)[secondary][..., None]
+    gamma = np.array([0, 0, 2, 1], np.int16)[secondary][..., None]
+    out[:, :, 0] = d0
+    out[:, :, 1] = d1 - _tdiv2(d0 * alpha)
+    out[:, :, 2] = d2 - _tdiv2(d0 * beta + d1 * gamma)
+    return out
+
+
+# Layout "scan-v1" of the per-pair (reorder, interleave) features (the second model's
+# input), from the pair's coded values V (C, n) with B = bit length of |V|:
+#   for each reorder r (scan T_r; raster order for edge blocks): mean |B[i] - B[i-1]| along
+#   each component's scan, mean B of the first 2 scan positions, mean B of the first 8
+#   minus the last 8, mean |B[j] - B[j-1]| along the interleaved sequence   -> 8 x 4 = 32
+#   per component slot (zeros past C): log2(1 + sad * 64 / n), mean B, non-zero fraction
+#                                                                           -> 12
+#   spread of the log sads, mean |B_0 - B_1| + |B_1 - B_2| (per position), log total sad
+#                                                                           -> 3
+# (Zero/non-zero transition counts along the scans were measured and did not help.)
+SCAN_FEATURE_LAYOUT = "scan-v1"
+N_SCAN_FEATURES = 32 + 3 * MAX_COMPONENTS + 3
+_BITLEN = np.array([int(v).bit_length() for v in range(1024)], np.int8)
+SCAN_CHUNK = 4096           # pair rows per pass: keeps the per-step temporaries in cache
+
+
+_SCAN_TABLES = {}
+
+
+def _scan_tables(w, h):
+    """Per block size: the distinct steps of the 8 scans and, per scan, which of them it
+    takes. Returns (steps (E, 2) directed u -> v raster positions, step ids per scan
+    (8, n-1), undirected pairs (U, 2), undirected ids per scan (8, n-1), scans (8, n))."""
+    if (w, h) not in _SCAN_TABLES:
+        n = w * h
+        scans = np.stack([stages.reorder_index(r, w, h) for r in range(stages.N_REORDERS)])
+        steps = sorted({(int(s[i - 1]), int(s[i])) for s in scans for i in range(1, n)})
+        pairs = sorted({(min(u, v), max(u, v)) for u, v in steps})
+        sid = {e: k for k, e in enumerate(steps)}
+        pid = {e: k for k, e in enumerate(pairs)}
+        step_ids = np.array([[sid[(int(s[i - 1]), int(s[i]))] for i in range(1, n)]
+                             for s in scans], np.intp).reshape(len(scans), n - 1)
+        pair_ids = np.array([[pid[(min(int(s[i - 1]), int(s[i])), max(int(s[i - 1]), int(s[i])))]
+                              for i in range(1, n)] for s in scans], np.intp).reshape(len(scans), n - 1)
+        _SCAN_TABLES[(w, h)] = (np.array(steps, np.intp).reshape(-1, 2), step_ids,
+                                np.array(pairs, np.intp).reshape(-1, 2), pair_ids, scans)
+    return _SCAN_TABLES[(w, h)]
+
+
+def scan_features(coded, w, h):
+    """(N, P, C, n) coded values -> (N, P, 47) float32 (layout scan-v1).
+
+    The 8 scans share most of their steps (~250 distinct ones against 8 x 63), so the
+    per-step terms are computed once and each scan's sum gathers its 63 of them.
+    Position-major int8/int16 arrays make each step term a difference of two short
+    contiguous rows; sums are exact integers (no BLAS: it is slower here than the plain
+    gathers, and multithreaded BLAS stalls on a busy machine).
+    """
+    n_blocks, n_pairs, ncomp, n = coded.shape
+    rows = n_blocks * n_pairs
+    flat = coded.reshape(rows, ncomp, n)
+    out = np.empty((rows, N_SCAN_FEATURES), np.float32)
+    for lo in range(0, rows, SCAN_CHUNK):
+        out[lo:lo + SCAN_CHUNK] = _scan_chunk(flat[lo:lo + SCAN_CHUNK], w, h).T
+    return out.reshape(n_blocks, n_pairs, N_SCAN_FEATURES)
+
+
+def _scan_chunk(coded, w, h):
+    rows, ncomp, n = coded.shape
+    mag = np.ascontiguousarray(np.abs(coded).transpose(2, 1, 0))    # (n, C, R)
+    bits = _BITLEN.take(mag)                                        # int8, 0..10
+    steps, step_ids, pairs, pair_ids, scans = _scan_tables(w, h)
+    out = np.zeros((N_SCAN_FEATURES, rows), np.float32)
+    view = out[:32].reshape(stages.N_REORDERS, 4, rows)
+    norm = np.float32(1 / (ncomp * max(n - 1, 1)))
+    step = np.abs(bits[pairs[:, 0]] - bits[pairs[:, 1]]).sum(1, dtype=np.int16)   # (U, R)
+    total = bits.sum(1, dtype=np.int16)                                           # (n, R)
+    # Interleaved: within a position comp c -> c+1 (the same for every scan), and from
+    # the last component at u to component 0 at v for each step u -> v of the scan.
+    within = np.abs(np.diff(bits, axis=1)).sum((0, 1), dtype=np.int32)
+    cross = np.abs(bits[steps[:, 0], -1] - bits[steps[:, 1], 0])                  # (E, R)
+    head, part = min(2, n), min(8, n)
+    for r in range(stages.N_REORDERS):
+        scan = scans[r]
+        view[r, 0] = np.add.reduce(step[pair_ids[r]], axis=0, dtype=np.int32) * norm
+        view[r, 1] = np.add.reduce(total[scan[:head]], axis=0, dtype=np.int32) \
+            * np.float32(1 / (head * ncomp))
+        view[r, 2] = (np.add.reduce(total[scan[:part]], axis=0, dtype=np.int32)
+                      - np.add.reduce(total[scan[n - part:]], axis=0, dtype=np.int32)) \
+            * np.float32(1 / (part * ncomp))
+        view[r, 3] = (within + np.add.reduce(cross[step_ids[r]], axis=0, dtype=np.int32)) * norm
+    sad = mag.sum(0, dtype=np.int32).astype(np.float32)             # (C, R)
+    lsad = np.log2(1 + sad * np.float32(64 / n))
+    out[32:32 + ncomp] = lsad
+    out[36:36 + ncomp] = bits.mean(0, dtype=np.float32)
+    out[40:40 + ncomp] = (mag != 0).mean(0, dtype=np.float32)
+    out[44] = lsad.max(0) - lsad.min(0)
+    if ncomp >= 3:
+        out[45] = (np.abs(bits[:, 0] - bits[:, 1]).mean(0, dtype=np.float32)
+                   + np.abs(bits[:, 1] - bits[:, 2]).mean(0, dtype=np.float32))
+    out[46] = np.log2(1 + sad.sum(0) * np.float32(64 / n))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# One block's inputs as a flat vector (the per-block API of a selector model)
+
+# Layout "workspace-v1": [w, h, C] then the padded workspace (cost spec §1.4: the block and
+# the neighbours its predictors read) as raw samples 0..255, placed in a (4, 9, 10) array
+# (component, y + 1, x + 1) and zero elsewhere. Unlike the 259 pixel features it keeps the
+# neighbours, without which no residual (and no cost-model statistic) can be computed.
+WORKSPACE_LAYOUT = "workspace-v1"
+N_WORKSPACE_FEATURES = 3 + MAX_COMPONENTS * 9 * 10
+
+
+def workspace_vectors(ws):
+    """(N, C, h+1, w+2) workspaces -> (N, 363) float32 vectors (layout workspace-v1)."""
+    ws = np.asarray(ws)
+    n_blocks, ncomp, hp, wp = ws.shape
+    out = np.zeros((n_blocks, N_WORKSPACE_FEATURES), np.float32)
+    out[:, 0:3] = (wp - 2, hp - 1, ncomp)
+    grid = out[:, 3:].reshape(n_blocks, MAX_COMPONENTS, 9, 10)
+    grid[:, :ncomp, :hp, :wp] = ws
+    return out
+
+
+def workspace_from_vector(vector):
+    """One workspace-v1 vector (363,) -> int32 (C, h+1, w+2); checks the header."""
+    v = np.asarray(vector, np.float32).reshape(-1)
+    if v.shape != (N_WORKSPACE_FEATURES,):
+        raise ValueError(f"a {WORKSPACE_LAYOUT} feature vector has {N_WORKSPACE_FEATURES} "
+                         f"values, not {v.size}")
+    w, h, ncomp = (int(x) for x in v[:3])
+    if not (1 <= w <= 8 and 1 <= h <= 8 and 3 <= ncomp <= MAX_COMPONENTS) or \
+            (v[:3] != (w, h, ncomp)).any():
+        raise ValueError(f"bad {WORKSPACE_LAYOUT} header (w, h, C) = {tuple(v[:3])}")
+    grid = v[3:].reshape(MAX_COMPONENTS, 9, 10)
+    return grid[:ncomp, :h + 1, :w + 2].astype(np.int32)
+
+
+def image_workspace_vectors(samples, grid=None):
+    """workspace-v1 vectors (N, 363) of an image's blocks (default: all, in block order)."""
+    from .image import block_grid, block_workspaces
+    if grid is None:
+        grid = block_grid(samples.shape[1], samples.shape[0])
+    out = np.zeros((len(grid), N_WORKSPACE_FEATURES), np.float32)
+    sizes = grid[:, 4] * 16 + grid[:, 5]
+    for size in np.unique(sizes).tolist():
+        index = np.flatnonzero(sizes == size)
+        out[index] = workspace_vectors(block_workspaces(samples, grid[index]))
+    return out

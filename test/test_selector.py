@@ -1,0 +1,160 @@
+"""tlg8.selector: the pair selector's strategy (trial cap, batch == per block), files,
+per-block API and training."""
+import os
+import tempfile
+import unittest
+
+import numpy as np
+from PIL import Image
+
+from tlg8 import cost, features, selector
+from tlg8.image import block_grid, block_workspaces
+
+
+def random_image(seed, height, width, ncomp):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([(x * (5 + c) + y * (3 - c) + 40 * c) for c in range(ncomp)], axis=2)
+    noisy = base + rng.integers(-20, 21, base.shape) * (rng.random(base.shape) < 0.5)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def random_selector(seed=0, **strategy):
+    """Untrained weights: the strategy's mechanics do not depend on what the MLPs learned."""
+    rng = np.random.default_rng(seed)
+    ranker = selector.mlp_init(features.N_PAIR_FEATURES, 8, 1, seed)
+    scan = selector.mlp_init(features.N_SCAN_FEATURES, 8, selector.N_OPTIONS, seed + 1)
+    scalers = [(rng.standard_normal(n).astype(np.float32), np.ones(n, np.float32))
+               for n in (features.N_PAIR_FEATURES, features.N_SCAN_FEATURES)]
+    return selector.PairSelector(ranker, scalers[0], scan, scalers[1], **strategy)
+
+
+def size_groups(samples):
+    grid = block_grid(samples.shape[1], samples.shape[0])
+    sizes = grid[:, 4] * 16 + grid[:, 5]
+    for size in np.unique(sizes):
+        yield grid[sizes == size], block_workspaces(samples, grid[sizes == size])
+
+
+class Counter:
+    def __init__(self, ws):
+        self.encoder = cost.BlockEncoder(ws)
+        self.calls = []
+
+    def __call__(self, *config):
+        self.calls.append(config)
+        return self.encoder(*config)
+
+
+class StrategyTest(unittest.TestCase):
+    def test_batch_equals_per_block_and_the_literal_estimator(self):
+        model = random_selector()
+        for ncomp, shape in ((3, (19, 21)), (4, (10, 17))):
+            for _, ws in size_groups(random_image(ncomp, *shape, ncomp)):
+                out = selector.select_blocks(ws, model)
+                for b in range(len(ws)):
+                    counter = Counter(ws[b])
+                    cfg, bits, trials = selector.select_one(ws[b], model, counter)
+                    self.assertEqual(bits, out["bits"][b])
+                    self.assertEqual(cfg, out["choices"][b, :4].tolist())
+                    self.assertEqual(trials, out["trials"][b])
+                    self.assertEqual(counter.calls, [tuple(c) for c in out["tried"][b].tolist()])
+                    # every trial's bits are the literal estimator's (better entropy)
+                    for k, config in enumerate(out["tried"][b].tolist()):
+                        self.assertEqual(out["tried_bits"][b, k], counter.encoder(*config))
+
+    def test_trials_never_exceed_the_cap_and_never_repeat(self):
+        samples = random_image(7, 19, 21, 3)
+        for probe_pairs, probe_options in ((6, 2), (40, 16), (1, 1), (3, 5)):
+            model = random_selector(probe_pairs=probe_pairs, probe_options=probe_options)
+            for cap in (1, 2, 3, 7, 16, 17, 40):
+                for grid, ws in size_groups(samples):
+                    out = selector.select_blocks(ws, model, cap)
+                    self.assertLessEqual(out["tried"].shape[1], cap)
+                    for b in range(len(ws)):
+                        configs = [tuple(c) for c in out["tried"][b].tolist()]
+                        if grid[0, 4] != 8 or grid[0, 5] != 8:
+                            # edge blocks: other reorders would only repeat reorder 0
+                            self.assertTrue(all(c[2] == 0 for c in configs))
+                        self.assertEqual(len(configs), len(set(configs)))
+                    counter = Counter(ws[0])
+                    selector.select_one(ws[0], model, counter, cap)
+                    self.assertLessEqual(len(counter.calls), cap)
+        with self.assertRaises(ValueError):
+            selector.select_blocks(ws, model, 0)
+        with self.assertRaises(ValueError):
+            selector.select_one(ws[0], model, Counter(ws[0]), 2.5)
+
+    def test_whole_image_matches_blocks(self):
+        samples = random_image(3, 19, 21, 3)
+        model = random_selector()
+        timings = {}
+        grid, choices, bits, trials = selector.select_image(samples, model, 16, timings)
+        self.assertEqual(set(timings), {"blocks", "features", "inference", "trials"})
+        for g, ws in size_groups(samples):
+            out = selector.select_blocks(ws, model)
+            index = [np.flatnonzero((grid == row).all(1))[0] for row in g]
+            np.testing.assert_array_equal(bits[index], out["bits"])
+            np.testing.assert_array_equal(choices[index], out["choices"])
+
+
+class FileAndApiTest(unittest.TestCase):
+    def test_save_load_round_trip(self):
+        model = random_selector(candidates=24, probe_pairs=5, probe_options=3)
+        samples = random_image(1, 16, 16, 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "sel.npz")
+            model.save(path)
+            self.assertTrue(selector.is_selector_file(path))
+            loaded = selector.load_selector(path)
+            self.assertEqual((loaded.candidates, loaded.probe_pairs, loaded.probe_options),
+                             (24, 5, 3))
+            x = model.image_features(samples)
+            for name, (ids, lp) in model.topk_arrays(x, 3).items():
+                ids2, lp2 = loaded.topk_arrays(x, 3)[name]
+                np.testing.assert_array_equal(ids, ids2)
+                np.testing.assert_array_equal(lp, lp2)
+            np.save(os.path.join(tmp, "plain.npy"), np.zeros(3))
+            self.assertFalse(selector.is_selector_file(os.path.join(tmp, "plain.npy")))
+            with self.assertRaisesRegex(ValueError, "not a pair-selector"):
+                selector.load_selector(os.path.join(tmp, "plain.npy"))
+
+    def test_per_block_api_matches_the_batch(self):
+        samples = random_image(2, 19, 21, 3)
+        model = random_selector()
+        x = model.image_features(samples)
+        batch = model.topk_arrays(x, 2)
+        grid = block_grid(21, 19)
+        for i in (0, 2, len(grid) - 1):
+            one = model.predict_topk(x[i], k=2)
+            self.assertEqual(set(one), {name for name, _ in selector.HEADS})
+            for name, pairs in one.items():
+                self.assertEqual([c for c, _ in pairs], batch[name][0][i].tolist())
+            ws = features.workspace_from_vector(x[i])
+            np.testing.assert_array_equal(ws, block_workspaces(samples, grid[i:i + 1])[0])
+        with self.assertRaisesRegex(ValueError, "363"):
+            model.topk_arrays(np.zeros((2, 259), np.float32))
+
+
+class TrainingTest(unittest.TestCase):
+    def test_train_is_deterministic_and_learns_something_usable(self):
+        samples = random_image(4, 48, 40, 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "img.bmp")
+            Image.fromarray(samples).save(path)
+            kw = dict(blocks_per_image=20, candidates=16, ranker_hidden=8, scan_hidden=8,
+                      ranker_epochs=2, scan_epochs=2, cache=os.path.join(tmp, "cache"))
+            a = selector.train([path], **kw)
+            self.assertTrue(os.listdir(os.path.join(tmp, "cache")))
+            b = selector.train([path], **kw)           # from the label cache
+            for pa, pb in zip(a.ranker + a.scan, b.ranker + b.scan):
+                np.testing.assert_array_equal(pa, pb)
+            self.assertEqual(a.candidates, 16)
+            self.assertEqual(a.metadata["images"], ["img.bmp"])
+            grid, _, bits, trials = selector.select_image(samples, a)
+            self.assertEqual(len(bits), len(grid))
+            self.assertTrue((trials <= 16).all())
+
+
+if __name__ == "__main__":
+    unittest.main()
