@@ -10,6 +10,13 @@ fewest bits wins (the earlier trial on a tie).
 
 `select_block_configs` does the same for many blocks with one model call, and
 `encode_choices` does it for a whole image with the cost model of tlg8.cost as the encoder.
+
+Given a pair selector (tlg8.selector.PairSelector, what MultiTaskModel.load returns for an
+NPZ from train_multitask.py --selector) the same three functions run its strategy instead:
+rank the (predictor, filter) pairs from cost-model statistics, probe the first pairs with
+their likeliest (reorder, interleave), then spend the rest of the trials on the pair that
+measured best (tlg8/selector.py). The margins do not apply to it; the cap does, as hard.
+Its features are workspace-v1 vectors (model.image_features, tlg8.features).
 """
 import math
 import numbers
@@ -17,6 +24,8 @@ import numbers
 import numpy as np
 
 import multitask_model as mm
+from tlg8 import features as tlg8_features
+from tlg8 import selector as tlg8_selector
 
 CONFIG_FIELDS = ("predictor", "filter", "reorder", "interleave")
 MAX_FILTER_CANDIDATES = 4
@@ -46,6 +55,9 @@ def plan_trials(features, model, margin_reorder=0.5, margin_interleave=0.5,
     block's count are -1.
     """
     max_trials = _check_max_trials(max_trials)
+    if isinstance(model, tlg8_selector.PairSelector):
+        raise TypeError("a pair selector plans its trials from the bits of the first ones; "
+                        "use select_block_config(s) or encode_choices")
     features = np.asarray(features, np.float32)
     if features.ndim == 1:
         features = features[None]
@@ -91,6 +103,11 @@ def _bits_value(bits, config):
     return bits
 
 
+def _checked(encode):
+    """encode, with its results checked like _run_trials does."""
+    return lambda *config: _bits_value(encode(*config), config)
+
+
 def _run_trials(configs, count, encode):
     best_cfg, best_bits = None, None
     for config in configs[:count].tolist():
@@ -112,6 +129,11 @@ def select_block_config(features, model, try_encode_block, margin_reorder=0.5,
     if features.ndim == 2 and len(features) != 1:
         raise ValueError(f"select_block_config takes one block, not {len(features)}; use "
                          f"select_block_configs for a batch")
+    if isinstance(model, tlg8_selector.PairSelector):
+        ws = tlg8_features.workspace_from_vector(features)
+        config, bits, _ = tlg8_selector.select_one(ws, model, _checked(try_encode_block),
+                                                   _check_max_trials(max_trials))
+        return dict(zip(CONFIG_FIELDS, config)), bits
     configs, _, counts = plan_trials(features, model, margin_reorder, margin_interleave,
                                      margin_predictor, max_trials)
     config, bits = _run_trials(configs[0], counts[0], try_encode_block)
@@ -125,6 +147,10 @@ def select_block_configs(features, model, try_encode_block, margin_reorder=0.5,
     features: (N, F); try_encode_block(block_index, predictor, filter_code, reorder,
     interleave) -> bits. Returns (configs int64 (N, 4), bits (N,), trials int64 (N,)).
     """
+    if isinstance(model, tlg8_selector.PairSelector):
+        return tlg8_selector.select_with_callback(
+            features, model, lambda i, *c: _bits_value(try_encode_block(i, *c), c),
+            _check_max_trials(max_trials))
     configs, _, counts = plan_trials(features, model, margin_reorder, margin_interleave,
                                      margin_predictor, max_trials)
     chosen = np.empty((len(configs), 4), np.int64)
@@ -151,8 +177,12 @@ def encode_choices(samples, model, max_trials=16, progress=None, margin_reorder=
     from tlg8.cost import configs_bits
     from tlg8.image import block_grid, block_workspaces
 
-    if not isinstance(model, mm.MultiTaskModel):
+    if not isinstance(model, (mm.MultiTaskModel, tlg8_selector.PairSelector)):
         model = mm.MultiTaskModel.load(model)
+    if isinstance(model, tlg8_selector.PairSelector):
+        _, choices, bits, trials = tlg8_selector.select_image(
+            samples, model, _check_max_trials(max_trials), progress=progress)
+        return choices, bits, trials
     grid = block_grid(samples.shape[1], samples.shape[0])
     configs, _, counts = plan_trials(model.image_features(samples, grid), model, margin_reorder,
                                      margin_interleave, margin_predictor, max_trials)

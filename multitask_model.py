@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from tlg8 import selector
 from tlg8.image import BLOCK, block_grid
 from tlg8.records import MAX_COMPONENTS, BadRecord, check_record, decode_record
 from tlg8.stages import (N_FILTERS, N_INTERLEAVES, N_PREDICTORS, N_REORDERS, filter_code,
@@ -476,7 +477,10 @@ class MultiTaskModel:
 
     @classmethod
     def load(cls, path):
-        """Read a model written by save (train_multitask.py --export-dir writes them)."""
+        """Read a model written by save (train_multitask.py --export-dir writes them).
+
+        A pair-selector NPZ (train_multitask.py --selector) loads as a
+        tlg8.selector.PairSelector, which has the same inference methods."""
         path = os.fspath(path)
         retrain = ("re-train with `python3 train_multitask.py DATA --export-dir DIR` to get a "
                    "model in the current format")
@@ -488,6 +492,15 @@ class MultiTaskModel:
             raise ModelFormatError(f"{path}: not a model NPZ file ({e}); {retrain}") from None
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ModelFormatError(f"{path}: a plain .npy array, not a model NPZ; {retrain}")
+        if "format" in npz.files and str(npz["format"]) == selector.SELECTOR_FORMAT:
+            # A pair selector (train_multitask.py --selector): it takes workspace-v1
+            # features and serves the same inference API (image_features, topk_arrays,
+            # predict_topk, predict_logits); beam_search_runtime runs its own strategy.
+            npz.close()
+            try:
+                return selector.load_selector(path)
+            except ValueError as e:
+                raise ModelFormatError(str(e)) from None
         with npz:
             required = ("format", "feature_layout", "feature_scaler", "hidden_dims",
                         "head_names", "head_sizes", "head_weight", "head_bias")

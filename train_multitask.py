@@ -8,6 +8,14 @@ format or python3 -m tlg8.dump) or directories searched recursively for them. Ev
 prints the train/validation loss and per-head validation top1/top2/two_choice; whenever the
 mean validation two_choice improves, multitask_best.npz and metrics.json are written to
 --export-dir. Exit status: 0 done, 1 bad data or options, 2 usage, 3 training diverged.
+
+    python3 train_multitask.py --selector IMAGE... --export-dir out/selector
+
+trains the pair selector (tlg8/selector.py) instead: it ranks (predictor, filter) pairs
+from cost-model statistics of each block and its neighbours, which the dumps do not store,
+so its DATA are images (BMP/PNG, or directories of them) and its labels are the exact bits
+of the cost model. It writes pair_selector.npz (loads with MultiTaskModel.load, runs with
+beam_search_runtime and python3 -m tlg8.encode --model) and selector_metrics.json.
 """
 import argparse
 import json
@@ -19,7 +27,7 @@ import time
 import numpy as np
 
 import multitask_model as mm
-from tlg8 import records
+from tlg8 import records, selector
 
 EXIT_ERROR = 1
 EXIT_DIVERGED = 3
@@ -82,6 +90,29 @@ def build_parser():
                         f"~/.cache/tlg8-multitask)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g = p.add_argument_group(
+        "pair selector (--selector; DATA are images; shares --seed, --weight-decay, "
+        "--export-dir, --cache-dir, --no-cache, --quiet)")
+    g.add_argument("--selector", action="store_true",
+                   help="train the pair selector on images (BMP/PNG files or directories) "
+                        "with labels from the cost model, instead of the multitask MLP")
+    g.add_argument("--blocks-per-image", type=int, default=8000, metavar="N",
+                   help="full 8x8 blocks drawn per image (default 8000; all if fewer)")
+    g.add_argument("--candidates", type=int, default=selector.DEFAULTS["candidates"],
+                   metavar="K", help="pairs ranked per block, those with the least sum of "
+                                     "absolute coded values (default 32)")
+    g.add_argument("--probe-pairs", type=int, default=selector.DEFAULTS["probe_pairs"],
+                   metavar="P", help="pairs probed in the first round of trials (default 6)")
+    g.add_argument("--probe-options", type=int, default=selector.DEFAULTS["probe_options"],
+                   metavar="Q", help="(reorder, interleave) options per probed pair "
+                                     "(default 2)")
+    g.add_argument("--selector-epochs", type=int, nargs=2, default=(10, 15),
+                   metavar=("RANKER", "SCAN"), help="epochs of the two MLPs (default 10 15)")
+    g.add_argument("--selector-hidden", type=int, nargs=2, default=(32, 64),
+                   metavar=("RANKER", "SCAN"), help="hidden units of the two MLPs "
+                                                    "(default 32 64)")
+    g.add_argument("--selector-lr", type=float, default=2e-3,
+                   help="Adam learning rate of the selector (default 2e-3)")
     return p
 
 
@@ -380,10 +411,84 @@ def export(model, args, summary, best, status):
     write_json_atomic(os.path.join(args.export_dir, "metrics.json"), metrics)
 
 
+IMAGE_SUFFIXES = (".bmp", ".png")
+
+
+def find_images(paths):
+    """Image files among `paths` (files, or directories searched recursively), sorted."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _, files in os.walk(path):
+                found += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(IMAGE_SUFFIXES)]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    if not found:
+        raise UsageError(f"no images (.bmp, .png) in {' '.join(paths)}")
+    return found
+
+
+def train_selector(args, parser):
+    """--selector: train, export pair_selector.npz and selector_metrics.json."""
+    from tlg8 import Tlg8Error
+    try:
+        for name in ("blocks_per_image", "candidates", "probe_pairs", "probe_options"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if min(args.selector_epochs) < 1 or min(args.selector_hidden) < 1:
+            raise UsageError("--selector-epochs and --selector-hidden must be positive")
+        if not (args.selector_lr > 0 and math.isfinite(args.selector_lr)):
+            raise UsageError(f"--selector-lr must be a positive number, not {args.selector_lr}")
+        images = find_images(args.inputs)
+    except UsageError as e:
+        parser.error(str(e))
+    cache = None if args.no_cache else os.path.join(
+        args.cache_dir or records.default_cache_dir(), "selector-labels")
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    start = time.perf_counter()
+    try:
+        model = selector.train(
+            images, args.blocks_per_image, args.candidates, args.probe_pairs,
+            args.probe_options, ranker_hidden=args.selector_hidden[0],
+            scan_hidden=args.selector_hidden[1], ranker_epochs=args.selector_epochs[0],
+            scan_epochs=args.selector_epochs[1], lr=args.selector_lr,
+            weight_decay=args.weight_decay, seed=args.seed, cache=cache, log=log)
+    except (Tlg8Error, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    seconds = time.perf_counter() - start
+    print(f"pair selector trained on {len(images)} images in {seconds:.0f} s", file=sys.stdout)
+    if not args.export_dir:
+        print("warning: no --export-dir; the trained selector is not saved", file=sys.stderr)
+        return 0
+    try:
+        os.makedirs(args.export_dir, exist_ok=True)
+        path = os.path.join(args.export_dir, "pair_selector.npz")
+        model.metadata["options"] = {k: v for k, v in vars(args).items()
+                                     if k in ("seed", "weight_decay", "blocks_per_image",
+                                              "candidates", "probe_pairs", "probe_options",
+                                              "selector_epochs", "selector_hidden",
+                                              "selector_lr")}
+        model.save(path)
+        write_json_atomic(os.path.join(args.export_dir, "selector_metrics.json"),
+                          dict(model.metadata, seconds=round(seconds, 1),
+                               images=[os.path.abspath(p) for p in images]))
+    except OSError as e:
+        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"selector in {path}", file=sys.stdout)
+    return 0
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     out = sys.stdout
+    if args.selector:
+        return train_selector(args, parser)
     try:
         check_options(args)
         data, report = load_data(args)

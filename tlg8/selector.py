@@ -33,7 +33,7 @@ from . import features as feat
 from . import stages
 
 SELECTOR_FORMAT = "tlg8-pair-selector/1"
-SELECTOR_LAYOUT = "workspace-pairs-v1"
+SELECTOR_LAYOUT = feat.WORKSPACE_LAYOUT  # what the per-block API takes (features.py)
 N_OPTIONS = stages.N_REORDERS * stages.N_INTERLEAVES       # option id = reorder * 2 + interleave
 DEFAULTS = {"candidates": 32, "probe_pairs": 6, "probe_options": 2}
 
@@ -513,9 +513,37 @@ def select_one(ws, model, try_encode_block, max_trials=16):
     """
     max_trials = check_max_trials(max_trials)
     ws = np.asarray(ws)[None]
-    h, w = ws.shape[2] - 1, ws.shape[3] - 2
-    distinct = distinct_options(w, h)
     _, pairs, _, options, _ = model.rank(ws)
+    return _callback_rounds(pairs[0], options[0], model, try_encode_block, max_trials,
+                            distinct_options(ws.shape[3] - 2, ws.shape[2] - 1))
+
+
+def select_with_callback(features, model, try_encode_block, max_trials=16):
+    """Many blocks given as workspace-v1 vectors (N, 363): one model pass per block size,
+    then each block's two rounds through try_encode_block(block_index, p, f, r, i).
+
+    Returns (configs int64 (N, 4), bits (N,), trials int64 (N,)).
+    """
+    max_trials = check_max_trials(max_trials)
+    x = np.asarray(features, np.float32)
+    x = x[None] if x.ndim == 1 else x
+    configs = np.zeros((len(x), 4), np.int64)
+    bits = [None] * len(x)
+    trials = np.zeros(len(x), np.int64)
+    for index, ws in model._groups(x):
+        _, pairs, _, options, _ = model.rank(ws)
+        distinct = distinct_options(ws.shape[3] - 2, ws.shape[2] - 1)
+        for k, i in enumerate(index.tolist()):
+            cfg, bits[i], trials[i] = _callback_rounds(
+                pairs[k], options[k], model,
+                lambda *c, i=i: try_encode_block(i, *c), max_trials, distinct)
+            configs[i] = cfg
+    return configs, np.array(bits), trials
+
+
+def _callback_rounds(pairs, options, model, try_encode_block, max_trials, distinct):
+    """The two rounds of one block (pairs (K,), options (P, 16)) through a callback."""
+    pairs, options = pairs[None], options[None]
     first, n_pairs, n_opts = round_one(pairs, options, model.probe_pairs,
                                        model.probe_options, max_trials, distinct)
     tried = []

@@ -1,0 +1,80 @@
+"""Selection study: strategy and training variants of the pair selector, in real bits.
+
+    python3 bench/bench_selection.py --train dko_s,dko_t,img1 --validate img2 [--variants ...]
+
+Trains a selector on the shared photos named by --train (labels from the cost model,
+cached in --cache) or loads --model, then for each strategy variant (candidates K, probe
+pairs P, probe options Q; trial cap 16) selects every block of the --validate photos and
+prints extra bits vs the reference encoder (the dump's best bits), trials and ms/block.
+A development split (validation photo not in --train and not the final held-out ones) is
+what the defaults were chosen on; tlg8.evaluate gives the final numbers.
+"""
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tlg8 import selector  # noqa: E402
+from tlg8.image import read_image  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+def reference_bits(name):
+    with gzip.open(os.path.join(SHARED, "tlgconv", name + ".jsonl.gz"), "rb") as f:
+        return np.array([json.loads(line)["best"]["bits"] for line in f])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train", default="dko_s,dko_t,img1")
+    parser.add_argument("--validate", default="img2")
+    parser.add_argument("--model", help="use this selector instead of training one")
+    parser.add_argument("--blocks-per-image", type=int, default=3000)
+    parser.add_argument("--ranker-hidden", type=int, default=32)
+    parser.add_argument("--scan-hidden", type=int, default=64)
+    parser.add_argument("--epochs", type=int, nargs=2, default=(10, 15),
+                        metavar=("RANKER", "SCAN"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", default=["32:6:2", "32:5:2", "32:4:2",
+                                                          "32:4:3", "32:8:1", "48:6:2"],
+                        metavar="K:P:Q")
+    parser.add_argument("--cache", default="/tmp/h4/cache")
+    parser.add_argument("--save", help="write the trained selector here")
+    args = parser.parse_args()
+    if args.model:
+        model = selector.load_selector(args.model)
+    else:
+        images = [os.path.join(SHARED, "images", n + ".bmp") for n in args.train.split(",")]
+        start = time.perf_counter()
+        model = selector.train(images, args.blocks_per_image, ranker_hidden=args.ranker_hidden,
+                               scan_hidden=args.scan_hidden, ranker_epochs=args.epochs[0],
+                               scan_epochs=args.epochs[1], seed=args.seed, cache=args.cache,
+                               log=lambda m: print(m, file=sys.stderr))
+        print(f"trained on {args.train} ({args.blocks_per_image} blocks each) in "
+              f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+        if args.save:
+            model.save(args.save)
+    print(f"{'image':<10}{'K:P:Q':>9}{'trials':>8}{'extra %':>10}{'ms/block':>10}")
+    for name in args.validate.split(","):
+        samples, _ = read_image(os.path.join(SHARED, "images", name + ".bmp"))
+        ref = reference_bits(name)
+        for variant in args.variants:
+            k, p, q = (int(v) for v in variant.split(":"))
+            model.candidates, model.probe_pairs, model.probe_options = k, p, q
+            start = time.perf_counter()
+            grid, _, bits, trials = selector.select_image(samples, model, 16)
+            ms = 1e3 * (time.perf_counter() - start) / len(grid)
+            print(f"{name:<10}{variant:>9}{trials.mean():>8.2f}"
+                  f"{100 * (bits.sum() / ref.sum() - 1):>+10.3f}{ms:>10.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
