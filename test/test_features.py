@@ -35,6 +35,29 @@ class TestPairStatistics(unittest.TestCase):
             np.testing.assert_array_equal(features.pair_component_stats(nonzero, ncomp),
                                           want_nz)
             np.testing.assert_array_equal(features.pair_sad(ws), want_sad.sum(-1))
+            # pairs-v1 rows of a few pairs, from the definition of the layout
+            pairs = features.top_pairs(features.pair_proxy(sad, ncomp), 5)
+            n = (ws.shape[2] - 1) * (ws.shape[3] - 2)
+            got = features.pair_features(sad, nonzero, pairs, n)
+            for b in range(len(ws)):
+                for k, pair in enumerate(pairs[b]):
+                    s = want_sad[b, pair // 96, pair % 96].astype(np.float64)
+                    z = want_nz[b, pair // 96, pair % 96].astype(np.float64)
+                    row = np.zeros(35)
+                    row[:ncomp] = np.log2(1 + s * 64 / n)
+                    row[4:4 + ncomp] = z / n
+                    row[8:8 + ncomp] = np.log2(1 + s / np.maximum(z, 1))
+                    row[12] = np.log2(1 + s.sum() * 64 / n)
+                    perm, primary, secondary = stages.split_filter_code(pair % 96)
+                    row[13 + pair // 96] = row[21 + perm] = row[27 + primary] = 1
+                    row[31 + secondary] = 1
+                    np.testing.assert_allclose(got[b, k], row, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(
+                features.pair_features(sad, nonzero, pairs, n, identity=False), got[..., :13])
+            # ranked ascending by the proxy, ties to the lower pair id
+            proxy = want_sad.sum(-1).reshape(len(ws), -1)
+            want = np.argsort(proxy, axis=1, kind="stable")[:, :5]
+            np.testing.assert_array_equal(pairs, want)
 
     def test_rgb_with_edge_blocks(self):
         self.check(random_image(1, 19, 21, 3))
@@ -56,6 +79,67 @@ class TestPairStatistics(unittest.TestCase):
         kinds = [features.SEQUENCES[i][0] for i in features.PAIR_SEQUENCE[:, 0]]
         self.assertEqual(set(kinds), {"S"})
         self.assertTrue((features.PAIR_SEQUENCE[:, 3] == features.N_SEQUENCES - 1).all())
+
+
+class TestCodedValues(unittest.TestCase):
+    def test_coded_pairs_and_lanes_follow_the_filter_and_the_scan(self):
+        rng = np.random.default_rng(9)
+        for ncomp, shape in ((3, (16, 16)), (4, (9, 11))):
+            samples = random_image(ncomp + 10, *shape, ncomp)
+            grid = block_grid(shape[1], shape[0])
+            ws = block_workspaces(samples, grid[:1])
+            res = stages.all_residuals(ws)[0]
+            residuals = features.block_major(features.residual_planes(ws))
+            np.testing.assert_array_equal(residuals[0], res)
+            pairs = rng.integers(0, 768, (1, 7))
+            coded = features.coded_pairs(residuals, pairs)
+            for k, pair in enumerate(pairs[0]):
+                np.testing.assert_array_equal(coded[0, k],
+                                              stages.color_filter(res[pair // 96], pair % 96))
+            w, h = ws.shape[3] - 2, ws.shape[2] - 1
+            for r in range(8):
+                scan = stages.reorder_index(r, w, h)
+                lanes = features.coded_lanes(residuals, np.zeros(3, int), pairs[0, :3] // 96,
+                                             pairs[0, :3] % 96, np.tile(scan, (3, 1)))
+                for k in range(3):
+                    np.testing.assert_array_equal(lanes[:, k], coded[0, k][:, scan])
+
+
+def scan_features_literal(coded, w, h):
+    """scan-v1 straight from its definition, one reordered copy per scan."""
+    n_blocks, n_pairs, ncomp, n = coded.shape
+    bits = np.vectorize(lambda v: int(abs(int(v))).bit_length())(coded).astype(np.float64)
+    out = np.zeros((n_blocks, n_pairs, 47))
+    steps = ncomp * max(n - 1, 1)
+    for r in range(8):
+        b = bits[..., stages.reorder_index(r, w, h)]
+        part = min(8, n)
+        out[..., 4 * r] = np.abs(np.diff(b, axis=-1)).sum((-1, -2)) / steps
+        out[..., 4 * r + 1] = b[..., :min(2, n)].mean((-1, -2))
+        out[..., 4 * r + 2] = (b[..., :part].mean(-1) - b[..., n - part:].mean(-1)).mean(-1)
+        inter = np.swapaxes(b, -1, -2).reshape(n_blocks, n_pairs, -1)
+        out[..., 4 * r + 3] = np.abs(np.diff(inter, axis=-1)).sum(-1) / steps
+    sad = np.abs(coded.astype(np.int64)).sum(-1)
+    lsad = np.log2(1 + sad * 64 / n)
+    out[..., 32:32 + ncomp] = lsad
+    out[..., 36:36 + ncomp] = bits.mean(-1)
+    out[..., 40:40 + ncomp] = (coded != 0).mean(-1)
+    out[..., 44] = lsad.max(-1) - lsad.min(-1)
+    out[..., 45] = (np.abs(bits[:, :, 0] - bits[:, :, 1]).mean(-1)
+                    + np.abs(bits[:, :, 1] - bits[:, :, 2]).mean(-1))
+    out[..., 46] = np.log2(1 + sad.sum(-1) * 64 / n)
+    return out
+
+
+class TestScanFeatures(unittest.TestCase):
+    def test_equal_to_the_definition(self):
+        rng = np.random.default_rng(4)
+        for ncomp, (w, h) in ((3, (8, 8)), (3, (3, 8)), (4, (8, 8)), (3, (8, 2)), (3, (1, 1))):
+            coded = (rng.integers(-40, 41, (3, 2, ncomp, w * h))
+                     * (rng.random((3, 2, ncomp, w * h)) < 0.6)).astype(np.int16)
+            coded[0, 0, 1, :] = 637                             # extremes of the range
+            np.testing.assert_allclose(features.scan_features(coded, w, h),
+                                       scan_features_literal(coded, w, h), atol=1e-5)
 
 
 class TestPlanesTrials(unittest.TestCase):

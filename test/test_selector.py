@@ -119,6 +119,17 @@ class FileAndApiTest(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, "not a pair-selector"):
                 selector.load_selector(os.path.join(tmp, "plain.npy"))
 
+    def test_identity_table_equals_the_full_first_layer(self):
+        model = random_selector(3)
+        for _, ws in size_groups(random_image(6, 19, 21, 3)):
+            _, sad, nonzero = features.block_stats(ws)
+            pairs = features.top_pairs(features.pair_proxy(sad, 3), 32)
+            n = (ws.shape[2] - 1) * (ws.shape[3] - 2)
+            full = model.pair_scores(features.pair_features(sad, nonzero, pairs, n))
+            fast = model.pair_scores(features.pair_features(sad, nonzero, pairs, n, False),
+                                     pairs)
+            np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-4)
+
     def test_per_block_api_matches_the_batch(self):
         samples = random_image(2, 19, 21, 3)
         model = random_selector()

@@ -11,7 +11,7 @@ Two implementations of the same rules:
 """
 import numpy as np
 
-from . import stages
+from . import features, stages
 
 # Mapped magnitudes are < 1275 (|value| <= 637), so (k << 11) | m indexes one cost table.
 M_BITS = 11
@@ -227,32 +227,32 @@ def configs_bits(ws, configs):
     reorder, interleave). Returns (bits, entropy), int64 (N, K) each; on a tie between the
     two estimators entropy 0 wins (it is tried first).
     """
-    from .features import residual_planes
     ws = np.asarray(ws)
-    return planes_configs_bits(residual_planes(ws), configs, ws.shape[3] - 2, ws.shape[2] - 1)
-
-
-# Colour filter as two multipliers (cost spec §3): tdiv2(2x) = x, so for every code
-# P1 = tdiv2(ALPHA[primary] * d0) and P2 = tdiv2(BETA[secondary] * d0 + GAMMA[secondary] * d1).
-# One formula for all lanes instead of one pass per filter code.
-_ALPHA = np.array([0, 2, 1, 3], np.int16)
-_BETA = np.array([0, 2, 0, 1], np.int16)
-_GAMMA = np.array([0, 0, 2, 1], np.int16)
-TRIAL_CHUNK = 16384         # trials per pass: bounds the (n, C, lanes) temporaries
+    residuals = stages.all_residuals(ws).astype(np.int16)              # (N, 8, C, n)
+    return block_configs_bits(residuals, configs, ws.shape[3] - 2, ws.shape[2] - 1)
 
 
 def planes_configs_bits(planes, configs, w, h):
-    """configs_bits from residual planes (features.residual_planes: int16 (8, C, n, N)).
+    """configs_bits from block-last residual planes (features.residual_planes)."""
+    return block_configs_bits(features.block_major(planes), configs, w, h)
 
-    The fast path computes the planes once for its features and its trials. Each trial's
-    coded values are gathered straight from the planes in its scan order and filtered with
-    the per-lane multipliers above, so nothing is formed for configurations not tried.
+
+TRIAL_CHUNK = 16384         # trials per pass: bounds the (C, lanes, n) temporaries
+
+
+def block_configs_bits(residuals, configs, w, h):
+    """configs_bits from predictor residuals int16 (N, 8, C, n) (block-major).
+
+    The fast path computes the residuals once for its features and its trials. Each
+    trial's coded values are gathered straight from them in its scan order and filtered
+    with per-lane multipliers (features.coded_lanes), so nothing is formed for
+    configurations not tried.
     """
     configs = np.asarray(configs, np.int64)
     n_blocks, n_per = configs.shape[:2]
-    _, ncomp, n, n_planes = planes.shape
-    if n_planes != n_blocks:
-        raise ValueError(f"{n_blocks} blocks of configurations for {n_planes} blocks")
+    if residuals.shape[0] != n_blocks:
+        raise ValueError(f"{n_blocks} blocks of configurations for {residuals.shape[0]} blocks")
+    ncomp, n = residuals.shape[2:]
     flat = configs.reshape(-1, 4)
     if len(flat) and ((flat < 0) | (flat >= (8, 96, 8, 2))).any():
         raise ValueError("configuration out of range (predictor < 8, filter < 96, "
@@ -262,56 +262,42 @@ def planes_configs_bits(planes, configs, w, h):
     by_kind = np.argsort(flat[:, 3], kind="stable")
     bits = np.zeros((len(flat), 2), np.int64)
     scans = np.stack([stages.reorder_index(r, w, h) for r in range(stages.N_REORDERS)])
-    # Block-major copy: a trial reads 2-4 rows of 64 values of its own block, which sit
-    # together; the block-last planes made every read a cache miss on large batches.
-    by_block = np.ascontiguousarray(planes.transpose(3, 0, 1, 2)).reshape(-1)
     for lo in range(0, len(flat), TRIAL_CHUNK):
         part = by_kind[lo:lo + TRIAL_CHUNK]
-        p, f, r, il = flat[part].T
-        coded = _coded_lanes(by_block, ncomp, n, block[part], p, f, scans[r])
-        one = int(np.count_nonzero(il))      # sorted: interleave 0 first, then 1
+        one = int(np.count_nonzero(flat[part, 3]))   # sorted: interleave 0 first, then 1
         split = len(part) - one
         if one:
-            lanes = coded[:, :, split:].reshape(n * ncomp, one)   # s[j] = comp j%C, pos j//C
+            lanes = _position_major(residuals, block, flat, part[split:], scans, True)
             for e in range(2):
                 bits[part[split:], e] = lane_bits(lanes, stages.INTERLEAVED_ROWS[e], e)
-        for c in range(ncomp if split else 0):
-            lanes = coded[:, c, :split]
-            for e in range(2):
-                bits[part[:split], e] += lane_bits(lanes, stages.component_row(e, c), e)
+        if split:
+            comps = _position_major(residuals, block, flat, part[:split], scans, False)
+            for c in range(ncomp):
+                for e in range(2):
+                    bits[part[:split], e] += lane_bits(comps[c], stages.component_row(e, c), e)
     entropy = (bits[:, 1] < bits[:, 0]).astype(np.int64)
     best = bits[np.arange(len(flat)), entropy]
     return best.reshape(n_blocks, n_per), entropy.reshape(n_blocks, n_per)
 
 
-def _coded_lanes(by_block, ncomp, n, block, p, f, scan):
-    """Coded values (after filter and reorder) of trials: int16 (n, C, lanes)."""
-    # by_block[b, p, c, pos] sits at ((b * 8 + p) * C + c) * n + pos; computed lane-major
-    # (lanes, n), so each lane reads one short contiguous row, then transposed once.
-    base = ((block * stages.N_PREDICTORS + p) * ncomp) * n    # (lanes,)
-    pos = scan + base[:, None]                                # (lanes, n)
-
-    def source(c):
-        return by_block.take(pos + (c * n)[:, None])
-
-    out = np.empty((ncomp, len(p), n), np.int16)
-    if ncomp < 3:                                             # no colour filter (§3)
-        for c in range(ncomp):
-            out[c] = source(np.full(len(p), c))
-    else:
-        perm, primary, secondary = stages.split_filter_code(f)
-        perms = np.array(stages.PERMUTATIONS)[perm]           # (lanes, 3) sources
-        d0, d1, d2 = (source(perms[:, k]) for k in range(3))
-        out[0] = d0
-        out[1] = d1 - _tdiv2_16(d0 * _ALPHA[primary][:, None])
-        out[2] = d2 - _tdiv2_16(d0 * _BETA[secondary][:, None] + d1 * _GAMMA[secondary][:, None])
-        if ncomp == 4:
-            out[3] = source(np.full(len(p), 3))
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+CODE_CHUNK = 1024            # lanes coded per step: keeps the index arrays in cache
 
 
-def _tdiv2_16(x):
-    return (x + (x < 0)) >> 1
+def _position_major(residuals, block, flat, part, scans, interleaved):
+    """Coded values of trials `part`, position-major as lane_bits reads them:
+    interleaved -> (n * C, L) with row j = component j % C at scan position j // C;
+    else (C, n, L). Built in cache-sized pieces, each transposed while still in cache."""
+    ncomp, n = residuals.shape[2:]
+    out = np.empty((n, ncomp, len(part)) if interleaved else (ncomp, n, len(part)), np.int16)
+    for lo in range(0, len(part), CODE_CHUNK):
+        sel = part[lo:lo + CODE_CHUNK]
+        p, f, r = flat[sel, 0], flat[sel, 1], flat[sel, 2]
+        coded = features.coded_lanes(residuals, block[sel], p, f, scans[r])   # (C, l, n)
+        if interleaved:
+            out[:, :, lo:lo + len(sel)] = coded.transpose(2, 0, 1)
+        else:
+            out[:, :, lo:lo + len(sel)] = coded.transpose(0, 2, 1)
+    return out.reshape(n * ncomp, -1) if interleaved else out
 
 
 class BlockEncoder:

@@ -108,6 +108,7 @@ def run_baselines(ws, max_trials, timings):
     t1 = time.perf_counter()
     planes, sad, _ = feat.block_stats(ws)
     sad_order = _sort_pairs(feat.pair_proxy(sad, ws.shape[1]))
+    residuals = feat.block_major(planes)
     t2 = time.perf_counter()
     timings["sse-top1"]["features"] += t1 - t0
     timings["sad-top1"]["features"] += t2 - t1
@@ -115,7 +116,7 @@ def run_baselines(ws, max_trials, timings):
     for name, order in (("sse-top1", sse_order), ("sad-top1", sad_order)):
         t = time.perf_counter()
         plan = pair_major_plan(order, _option_order(distinct), max_trials, distinct)
-        bits, entropy = cost.planes_configs_bits(planes, plan, w, h)
+        bits, entropy = cost.block_configs_bits(residuals, plan, w, h)
         timings[name]["trials"] += time.perf_counter() - t
         out[name] = (plan, bits, entropy)
     # sad-adaptive: the selector's rounds with the SAD ranking and the static option order.
@@ -125,13 +126,13 @@ def run_baselines(ws, max_trials, timings):
                               (len(ws), 8, 16))
     pairs = sad_order[:, :8]
     first, n_pairs, n_opts = sel.round_one(pairs, options, 4, 2, max_trials, distinct)
-    b1, e1 = cost.planes_configs_bits(planes, first, w, h)
+    b1, e1 = cost.block_configs_bits(residuals, first, w, h)
     measured = b1.reshape(len(ws), n_pairs, n_opts).min(axis=2)
     second = sel.round_two(pairs, options, measured, n_pairs, n_opts,
                           max_trials - first.shape[1], distinct)
     tried, bits, entropy = first, b1, e1
     if second.shape[1]:
-        b2, e2 = cost.planes_configs_bits(planes, second, w, h)
+        b2, e2 = cost.block_configs_bits(residuals, second, w, h)
         tried = np.concatenate([first, second], 1)
         bits = np.concatenate([b1, b2], 1)
         entropy = np.concatenate([e1, e2], 1)

@@ -152,8 +152,9 @@ def top_pairs(proxy, k):
 
     proxy (N, 768) -> int64 (N, k) pair ids."""
     k = min(int(k), proxy.shape[1])
-    # Sort key proxy * 1024 + id: unique per block, so argpartition + argsort is exact.
-    key = proxy.astype(np.int64) * 1024 + np.arange(proxy.shape[1])
+    # Sort key proxy * 1024 + id: unique per block, so argpartition + argsort is exact
+    # (int32 is enough: the proxy is < 4 * 64 * 637 < 2^17).
+    key = proxy.astype(np.int32) * np.int32(1024) + np.arange(proxy.shape[1], dtype=np.int32)
     part = np.argpartition(key, k - 1, axis=1)[:, :k] if k < proxy.shape[1] else \
         np.broadcast_to(np.arange(proxy.shape[1]), proxy.shape).copy()
     order = np.argsort(np.take_along_axis(key, part, 1), axis=1)
@@ -183,49 +184,94 @@ def _pair_onehots():
 PAIR_ONEHOTS = _pair_onehots()
 
 
-def pair_features(sad, nonzero, pairs, n):
+N_PAIR_MEASURES = 13        # the columns of pairs-v1 before the one-hot identity
+
+
+def pair_features(sad, nonzero, pairs, n, identity=True):
     """Features (N, K, 35) float32 of the pairs `pairs` (N, K) (layout pairs-v1).
 
-    sad, nonzero: (8, S, N) per-sequence statistics of block_stats; n: samples per component.
+    sad, nonzero: (8, S, N) per-sequence statistics of block_stats; n: samples per
+    component. identity=False leaves out the 22 one-hot columns, (N, K, 13): a model can
+    add their (constant per pair) contribution from a table instead.
     """
     n_blocks, k = pairs.shape
     ncomp = 4 if sad.shape[1] == N_SEQUENCES else 3
-    p = pairs // stages.N_FILTERS
-    seq = PAIR_SEQUENCE[pairs % stages.N_FILTERS, :ncomp]          # (N, K, C)
-    block = np.arange(n_blocks)[:, None, None]
-    s = sad[p[:, :, None], seq, block].astype(np.float32)          # (N, K, C)
-    z = nonzero[p[:, :, None], seq, block].astype(np.float32)
-    out = np.zeros((n_blocks, k, N_PAIR_FEATURES), np.float32)
+    n_seq = sad.shape[1]
+    # Flat gathers from block-major copies of the (small) per-sequence statistics.
+    seq = PAIR_SEQUENCE[pairs % stages.N_FILTERS, :ncomp]                     # (N, K, C)
+    index = ((np.arange(n_blocks)[:, None] * stages.N_PREDICTORS
+              + pairs // stages.N_FILTERS) * n_seq)[..., None] + seq
+    s = np.ascontiguousarray(sad.transpose(2, 0, 1)).reshape(-1).take(index)
+    z = np.ascontiguousarray(nonzero.transpose(2, 0, 1)).reshape(-1).take(index)
+    s = s.astype(np.float32)
+    z = z.astype(np.float32)
+    out = np.zeros((n_blocks, k, N_PAIR_FEATURES if identity else N_PAIR_MEASURES),
+                   np.float32)
     scale = np.float32(64 / n)
     out[:, :, 0:ncomp] = np.log2(1 + s * scale)
-    out[:, :, 4:4 + ncomp] = z / np.float32(n)
+    out[:, :, 4:4 + ncomp] = z * np.float32(1 / n)
     out[:, :, 8:8 + ncomp] = np.log2(1 + s / np.maximum(z, 1))
     out[:, :, 12] = np.log2(1 + s.sum(-1) * scale)
-    out[:, :, 13:] = PAIR_ONEHOTS[pairs]
+    if identity:
+        out[:, :, N_PAIR_MEASURES:] = PAIR_ONEHOTS[pairs]
     return out
 
 
-def coded_pairs(planes, pairs):
-    """Coded values (colour-filtered residuals, raster order) of pairs: (N, P, C, n) int16."""
-    n_pred, ncomp, n, n_blocks = planes.shape
-    by_block = np.ascontiguousarray(planes.transpose(3, 0, 1, 2))  # (N, 8, C, n)
-    p = pairs // stages.N_FILTERS
-    block = np.arange(n_blocks)[:, None]
-    res = by_block[block, p]                                         # (N, P, C, n)
-    if ncomp < 3:
-        return res
-    perm, primary, secondary = stages.split_filter_code(pairs % stages.N_FILTERS)
-    src = np.array(stages.PERMUTATIONS)[perm]                        # (N, P, 3)
-    d0, d1, d2 = (np.take_along_axis(res, src[..., k, None, None], 2)[:, :, 0]
-                  for k in range(3))
-    out = res.copy()
-    alpha = np.array([0, 2, 1, 3], np.int16)[primary][..., None]
-    beta = np.array([0, 2, 0, 1], np.int16)[secondary][..., None]
-    gamma = np.array([0, 0, 2, 1], np.int16)[secondary][..., None]
-    out[:, :, 0] = d0
-    out[:, :, 1] = d1 - _tdiv2(d0 * alpha)
-    out[:, :, 2] = d2 - _tdiv2(d0 * beta + d1 * gamma)
+def block_major(planes):
+    """Block-last planes (8, C, n, N) -> block-major residuals int16 (N, 8, C, n).
+
+    What reading a few chosen configurations wants: a pair's coded values are 2-4 rows of
+    n values of its own block, which then sit together in memory."""
+    return np.ascontiguousarray(planes.transpose(3, 0, 1, 2))
+
+
+# Colour filter as two multipliers (cost spec §3): tdiv2(2x) = x, so for every code
+# P1 = tdiv2(ALPHA[primary] * d0) and P2 = tdiv2(BETA[secondary] * d0 + GAMMA[secondary] * d1).
+# One formula for all lanes instead of one pass per filter code.
+_ALPHA = np.array([0, 2, 1, 3], np.int16)
+_BETA = np.array([0, 2, 0, 1], np.int16)
+_GAMMA = np.array([0, 0, 2, 1], np.int16)
+_PERMS = np.array(stages.PERMUTATIONS, np.intp)
+
+
+def coded_lanes(residuals, block, predictor, code, scan=None):
+    """Coded values of given (block, predictor, filter) lanes: int16 (C, L, n).
+
+    residuals: block-major (N, 8, C, n) (block_major); block, predictor, code: (L,) each;
+    scan: (L, n) raster positions in reading order per lane (reorder), default raster.
+    Lane-major, so each lane reads short contiguous rows of its own block.
+    """
+    n_blocks, n_pred, ncomp, n = residuals.shape
+    flat = residuals.reshape(-1)
+    base = ((np.asarray(block) * n_pred + predictor) * ncomp) * n        # (L,)
+    pos = (np.arange(n) if scan is None else scan) + base[:, None]      # (L, n)
+    out = np.empty((ncomp, len(base), n), np.int16)
+    if ncomp < 3:                                                       # no colour filter
+        for c in range(ncomp):
+            flat.take(pos + c * n, out=out[c])
+        return out
+    perm, primary, secondary = stages.split_filter_code(np.asarray(code))
+    src = _PERMS[perm] * n                                              # (L, 3)
+    d0 = flat.take(pos + src[:, 0, None])
+    d1 = flat.take(pos + src[:, 1, None])
+    out[0] = d0
+    flat.take(pos + src[:, 2, None], out=out[2])
+    np.subtract(d1, _tdiv2(d0 * _ALPHA[primary][:, None]), out=out[1])
+    out[2] -= _tdiv2(d0 * _BETA[secondary][:, None] + d1 * _GAMMA[secondary][:, None])
+    if ncomp == 4:
+        flat.take(pos + 3 * n, out=out[3])
     return out
+
+
+def coded_pairs(residuals, pairs):
+    """Coded values (raster order) of pairs (N, P) of each block: int16 (N, P, C, n).
+
+    residuals: block-major (N, 8, C, n) (block_major)."""
+    n_blocks, k = pairs.shape
+    block = np.repeat(np.arange(n_blocks), k)
+    flat = pairs.reshape(-1)
+    out = coded_lanes(residuals, block, flat // stages.N_FILTERS, flat % stages.N_FILTERS)
+    return out.transpose(1, 0, 2).reshape(n_blocks, k, residuals.shape[2], -1)
 
 
 # Layout "scan-v1" of the per-pair (reorder, interleave) features (the second model's

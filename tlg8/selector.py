@@ -168,37 +168,61 @@ class PairSelector:
 
     # -- inference -------------------------------------------------------------------
 
-    def pair_scores(self, pair_feats):
-        """(N, K, 35) raw pair features -> (N, K) scores, higher = better."""
+    def pair_scores(self, pair_feats, pairs=None):
+        """(N, K, 35) raw pair features -> (N, K) scores, higher = better.
+
+        With `pairs` (N, K), pair_feats may be the 13 measures only (features.pair_features
+        identity=False): the one-hot columns' share of the first layer is then read from a
+        per-pair table (the same sum, without forming 22 columns per pair).
+        """
         mean, std = self.ranker_scaler
-        return mlp_forward(self.ranker, (pair_feats - mean) / std)[0][..., 0]
+        if pair_feats.shape[-1] == feat.N_PAIR_FEATURES:
+            return mlp_forward(self.ranker, (pair_feats - mean) / std)[0][..., 0]
+        m = feat.N_PAIR_MEASURES
+        w1, b1, w2, b2 = self.ranker
+        h = ((pair_feats - mean[:m]) / std[:m]) @ w1[:m]
+        h += self._identity_table()[pairs]
+        np.maximum(h, 0, out=h)
+        return (h @ w2 + b2)[..., 0]
+
+    def _identity_table(self):
+        """(768, hidden): first-layer input of each pair's one-hot columns, plus the bias."""
+        if getattr(self, "_table", None) is None:
+            mean, std = self.ranker_scaler
+            m = feat.N_PAIR_MEASURES
+            onehot = (feat.PAIR_ONEHOTS - mean[m:]) / std[m:]
+            self._table = (onehot @ self.ranker[0][m:] + self.ranker[1]).astype(np.float32)
+        return self._table
 
     def option_logits(self, scan_feats):
         """(N, P, 47) raw scan features -> (N, P, 16) logits over (reorder, interleave)."""
         mean, std = self.scan_scaler
         return mlp_forward(self.scan, (scan_feats - mean) / std)[0]
 
-    def rank(self, ws, timings=None):
+    def rank(self, ws, timings=None, max_trials=16):
         """Everything the strategy needs for blocks of one size, from their workspaces.
 
-        Returns (planes, pairs (N, K) ranked best first, pair scores (N, K),
-        option order (N, P, 16) best first for the first P = probe_pairs + 2 pairs,
-        option log-probabilities (N, P, 16) in option-id order).
+        Returns (residuals int16 (N, 8, C, n) block-major (features.block_major), pairs
+        (N, K) ranked best first, pair scores (N, K),
+        option order (N, P, 16) best first and option log-probabilities (N, P, 16) in
+        option-id order, for the first P pairs: those whose options the two rounds can
+        reach with max_trials trials (option_pairs)).
         """
         clock = _Clock(timings)
         ws = np.asarray(ws)
         h, w = ws.shape[2] - 1, ws.shape[3] - 2
         planes, sad, nonzero = feat.block_stats(ws)
         cand = feat.top_pairs(feat.pair_proxy(sad, ws.shape[1]), self.candidates)
-        pair_feats = feat.pair_features(sad, nonzero, cand, w * h)
+        pair_feats = feat.pair_features(sad, nonzero, cand, w * h, identity=False)
         clock("features")
-        scores = self.pair_scores(pair_feats)
+        scores = self.pair_scores(pair_feats, cand)
         order = np.argsort(-scores, axis=1, kind="stable")
         pairs = np.take_along_axis(cand, order, 1)
         scores = np.take_along_axis(scores, order, 1)
         clock("inference")
-        top = pairs[:, :min(self.probe_pairs + 2, pairs.shape[1])]
-        scan_feats = feat.scan_features(feat.coded_pairs(planes, top), w, h)
+        top = pairs[:, :option_pairs(self, max_trials, distinct_options(w, h), pairs.shape[1])]
+        residuals = feat.block_major(planes)
+        scan_feats = feat.scan_features(feat.coded_pairs(residuals, top), w, h)
         clock("features")
         logits = self.option_logits(scan_feats)
         if w != 8 or h != 8:
@@ -208,7 +232,7 @@ class PairSelector:
         logp = logits - _logsumexp(logits)
         options = np.argsort(-logits, axis=2, kind="stable")
         clock("inference")
-        return planes, pairs, scores, options, logp
+        return residuals, pairs, scores, options, logp
 
     # -- the guide's per-block API (features = workspace-v1 vectors) -------------------
 
@@ -399,16 +423,33 @@ def distinct_options(w, h):
     return N_OPTIONS if (w, h) == (8, 8) else stages.N_INTERLEAVES
 
 
-def round_one(pairs, options, probe_pairs, probe_options, max_trials, distinct=N_OPTIONS):
-    """Round-1 trials: (N, T1, 4) configs, the first probe_pairs pairs x their first
-    probe_options options, pair-major; T1 <= max_trials."""
-    n_pairs = min(probe_pairs, pairs.shape[1], options.shape[1])
+def round_one_shape(probe_pairs, probe_options, max_trials, distinct, available):
+    """(pairs, options per pair) of round one: the model's parameters, cut so that
+    pairs x options <= max_trials (the cap wins) and pairs <= the `available` ones."""
+    n_pairs = min(probe_pairs, available)
     n_opts = min(probe_options, distinct)
-    while n_pairs * n_opts > max_trials:            # the cap wins over the parameters
+    while n_pairs * n_opts > max_trials:
         if n_pairs > 1:
             n_pairs -= 1
         else:
             n_opts -= 1
+    return n_pairs, n_opts
+
+
+def option_pairs(model, max_trials, distinct, available):
+    """How many of the ranked pairs the two rounds can try options of: the probed ones
+    and, when the best probed pair runs out of untried options (edge blocks), the next."""
+    n_pairs, n_opts = round_one_shape(model.probe_pairs, model.probe_options, max_trials,
+                                      distinct, available)
+    left = max_trials - n_pairs * n_opts - (distinct - n_opts)
+    return min(available, n_pairs + max(0, -(-left // distinct)))
+
+
+def round_one(pairs, options, probe_pairs, probe_options, max_trials, distinct=N_OPTIONS):
+    """Round-1 trials: (N, T1, 4) configs, the first probe_pairs pairs x their first
+    probe_options options, pair-major; T1 <= max_trials."""
+    n_pairs, n_opts = round_one_shape(probe_pairs, probe_options, max_trials, distinct,
+                                      min(pairs.shape[1], options.shape[1]))
     pr = np.repeat(pairs[:, :n_pairs], n_opts, axis=1)
     op = options[:, :n_pairs, :n_opts].reshape(len(pairs), -1)
     return config_of(pr, op), n_pairs, n_opts
@@ -433,8 +474,8 @@ def round_two(pairs, options, measured, n_pairs, n_opts, budget, distinct=N_OPTI
 def select_blocks(ws, model, max_trials=16, timings=None, evaluate=None):
     """Configurations of blocks of one size, at most max_trials trials each (always).
 
-    evaluate(planes, configs (N, T, 4)) -> (bits, entropy) (N, T) defaults to the exact
-    cost model (tlg8.cost.planes_configs_bits). Returns a dict of arrays:
+    evaluate(residuals, configs (N, T, 4)) -> (bits, entropy) (N, T) defaults to the exact
+    cost model (tlg8.cost.block_configs_bits). Returns a dict of arrays:
     choices (N, 5) = p, f, r, i, entropy; bits (N,); trials (N,); tried (N, T, 4) in trial
     order with tried_bits and tried_entropy (N, T); and the ranking: pairs (N, K),
     pair_scores (N, K), option_logp (N, P, 16).
@@ -444,19 +485,19 @@ def select_blocks(ws, model, max_trials=16, timings=None, evaluate=None):
     ws = np.asarray(ws)
     h, w = ws.shape[2] - 1, ws.shape[3] - 2
     if evaluate is None:
-        def evaluate(planes, configs):
-            return cost.planes_configs_bits(planes, configs, w, h)
+        def evaluate(residuals, configs):
+            return cost.block_configs_bits(residuals, configs, w, h)
     distinct = distinct_options(w, h)
-    planes, pairs, scores, options, logp = model.rank(ws, timings)
+    residuals, pairs, scores, options, logp = model.rank(ws, timings, max_trials)
     clock = _Clock(timings)
     first, n_pairs, n_opts = round_one(pairs, options, model.probe_pairs, model.probe_options,
                                        max_trials, distinct)
-    bits1, ent1 = evaluate(planes, first)
+    bits1, ent1 = evaluate(residuals, first)
     measured = bits1.reshape(len(ws), n_pairs, n_opts).min(axis=2)
     second = round_two(pairs, options, measured, n_pairs, n_opts,
                        max_trials - first.shape[1], distinct)
     if second.shape[1]:
-        bits2, ent2 = evaluate(planes, second)
+        bits2, ent2 = evaluate(residuals, second)
         tried = np.concatenate([first, second], axis=1)
         bits = np.concatenate([bits1, bits2], axis=1)
         entropy = np.concatenate([ent1, ent2], axis=1)
@@ -513,7 +554,7 @@ def select_one(ws, model, try_encode_block, max_trials=16):
     """
     max_trials = check_max_trials(max_trials)
     ws = np.asarray(ws)[None]
-    _, pairs, _, options, _ = model.rank(ws)
+    _, pairs, _, options, _ = model.rank(ws, max_trials=max_trials)
     return _callback_rounds(pairs[0], options[0], model, try_encode_block, max_trials,
                             distinct_options(ws.shape[3] - 2, ws.shape[2] - 1))
 
@@ -531,7 +572,7 @@ def select_with_callback(features, model, try_encode_block, max_trials=16):
     bits = [None] * len(x)
     trials = np.zeros(len(x), np.int64)
     for index, ws in model._groups(x):
-        _, pairs, _, options, _ = model.rank(ws)
+        _, pairs, _, options, _ = model.rank(ws, max_trials=max_trials)
         distinct = distinct_options(ws.shape[3] - 2, ws.shape[2] - 1)
         for k, i in enumerate(index.tolist()):
             cfg, bits[i], trials[i] = _callback_rounds(
@@ -602,14 +643,14 @@ def image_examples(path, blocks, candidates, seed, cache=None, log=None):
     ws = block_workspaces(samples, grid[pick])
     planes, sad, _ = feat.block_stats(ws)
     cand = feat.top_pairs(feat.pair_proxy(sad, ws.shape[1]), candidates)
+    residuals = feat.block_major(planes)
     bits = np.empty(cand.shape + (N_OPTIONS,), np.uint16)
     start = time.perf_counter()
     for lo in range(0, len(ws), LABEL_CHUNK):
         part = cand[lo:lo + LABEL_CHUNK]
         configs = config_of(np.repeat(part, N_OPTIONS, axis=1),
                             np.tile(np.arange(N_OPTIONS), part.shape[1]))
-        b, _ = cost.planes_configs_bits(np.ascontiguousarray(planes[..., lo:lo + len(part)]),
-                                        configs, 8, 8)
+        b, _ = cost.block_configs_bits(residuals[lo:lo + len(part)], configs, 8, 8)
         bits[lo:lo + len(part)] = b.reshape(part.shape + (N_OPTIONS,))
     if log:
         log(f"{path}: {len(ws)} blocks x {candidates} pairs x 16 options labelled in "
@@ -629,12 +670,12 @@ def train(images, blocks_per_image=3000, candidates=DEFAULTS["candidates"],
     """A trained PairSelector from image paths (labels: image_examples)."""
     parts = [image_examples(p, blocks_per_image, candidates, seed + i, cache, log)
              for i, p in enumerate(images)]
-    pair_x, pair_t, planes_all = [], [], []
+    pair_x, pair_t, residuals_all = [], [], []
     for ws, cand, bits in parts:
         planes, sad, nonzero = feat.block_stats(ws)
         pair_x.append(feat.pair_features(sad, nonzero, cand, 64))
         pair_t.append(soft_targets(bits.min(-1), RANKER_TEMPERATURE))
-        planes_all.append(planes)
+        residuals_all.append(feat.block_major(planes))
     if log:
         log(f"pair ranker: {sum(len(x) for x in pair_x)} blocks x {candidates} candidates")
     ranker, ranker_scaler = fit_mlp(np.concatenate(pair_x), np.concatenate(pair_t),
@@ -642,11 +683,11 @@ def train(images, blocks_per_image=3000, candidates=DEFAULTS["candidates"],
                                     seed=seed, listwise=True)
     scan_x, scan_t = [], []
     mean, std = ranker_scaler
-    for (ws, cand, bits), x, planes in zip(parts, pair_x, planes_all):
+    for (ws, cand, bits), x, residuals in zip(parts, pair_x, residuals_all):
         score = mlp_forward(ranker, (x - mean) / std)[0][..., 0]
         order = np.argsort(-score, axis=1, kind="stable")[:, :SCAN_TRAIN_PAIRS]
         top = np.take_along_axis(cand, order, 1)
-        scan_x.append(feat.scan_features(feat.coded_pairs(planes, top), 8, 8)
+        scan_x.append(feat.scan_features(feat.coded_pairs(residuals, top), 8, 8)
                       .reshape(-1, feat.N_SCAN_FEATURES))
         rows = np.arange(len(cand))[:, None]
         scan_t.append(soft_targets(bits[rows, order].reshape(-1, N_OPTIONS),
