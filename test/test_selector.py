@@ -169,3 +169,114 @@ class TrainingTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class GuideApiTest(unittest.TestCase):
+    """The selector behind multitask_model / beam_search_runtime / train_multitask.py /
+    python3 -m tlg8.encode."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.model = random_selector(8)
+        cls.path = os.path.join(cls.tmp.name, "pair_selector.npz")
+        cls.model.save(cls.path)
+        cls.samples = random_image(9, 19, 21, 3)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_multitask_model_load_returns_the_selector(self):
+        import multitask_model as mm
+        loaded = mm.MultiTaskModel.load(self.path)
+        self.assertIsInstance(loaded, selector.PairSelector)
+        self.assertEqual(loaded.feature_layout, features.WORKSPACE_LAYOUT)
+        x = loaded.image_features(self.samples)
+        self.assertEqual(x.shape[1], features.N_WORKSPACE_FEATURES)
+        topk = loaded.predict_topk(x[0], k=2)                # the guide's example call
+        self.assertEqual(len(topk["head_predictor"]), 2)
+        bad = os.path.join(self.tmp.name, "bad.npz")
+        arrays = dict(np.load(self.path))
+        arrays["pair_feature_layout"] = np.array("pairs-v0")
+        np.savez(bad, **arrays)
+        with self.assertRaisesRegex(mm.ModelFormatError, "re-train"):
+            mm.MultiTaskModel.load(bad)
+
+    def test_select_block_config_runs_the_selector_strategy(self):
+        import beam_search_runtime as bs
+        grid = block_grid(21, 19)
+        x = self.model.image_features(self.samples)
+        for i in (0, 2, len(grid) - 1):
+            ws = block_workspaces(self.samples, grid[i:i + 1])[0]
+            for cap in (1, 5, 16):
+                enc = cost.BlockEncoder(ws)
+                cfg, bits = bs.select_block_config(x[i], self.model, enc, 9, -9, 0, cap)
+                self.assertLessEqual(enc.trials, cap)
+                want_cfg, want_bits, _ = selector.select_one(ws, self.model,
+                                                             cost.BlockEncoder(ws), cap)
+                self.assertEqual((list(cfg.values()), bits), (want_cfg, want_bits))
+                self.assertEqual(list(cfg), ["predictor", "filter", "reorder", "interleave"])
+        with self.assertRaises(ValueError):
+            bs.select_block_config(x[0], self.model, enc, max_trials=0)
+        with self.assertRaises(TypeError):
+            bs.select_block_config(x[0], self.model, lambda *c: None)
+        with self.assertRaisesRegex(TypeError, "select_block_config"):
+            bs.plan_trials(x, self.model)
+
+    def test_batch_and_image_apis(self):
+        import beam_search_runtime as bs
+        grid = block_grid(21, 19)
+        x = self.model.image_features(self.samples)
+        encoders = [cost.BlockEncoder.from_image(self.samples, row) for row in grid]
+        configs, bits, trials = bs.select_block_configs(
+            x, self.model, lambda i, *c: encoders[i](*c), max_trials=7)
+        self.assertTrue((trials <= 7).all())
+        for i in range(len(grid)):
+            ws = block_workspaces(self.samples, grid[i:i + 1])[0]
+            cfg, b, n = selector.select_one(ws, self.model, cost.BlockEncoder(ws), 7)
+            self.assertEqual((configs[i].tolist(), bits[i], trials[i]), (cfg, b, n))
+        choices, bits, trials = bs.encode_choices(self.samples, self.path, max_trials=7)
+        _, want_choices, want_bits, want_trials = selector.select_image(self.samples,
+                                                                         self.model, 7)
+        np.testing.assert_array_equal(choices, want_choices)
+        np.testing.assert_array_equal(bits, want_bits)
+        np.testing.assert_array_equal(trials, want_trials)
+
+    def test_encode_cli_with_a_selector_round_trips(self):
+        from tlg8 import decode, encode
+        image = os.path.join(self.tmp.name, "img.bmp")
+        Image.fromarray(self.samples).save(image)
+        out = os.path.join(self.tmp.name, "img.tlg8")
+        self.assertEqual(encode.main([image, out, "--model", self.path, "--quiet"]), 0)
+        back = os.path.join(self.tmp.name, "back.bmp")
+        self.assertEqual(decode.main([out, back, "--quiet"]), 0)
+        np.testing.assert_array_equal(np.asarray(Image.open(back).convert("RGB")),
+                                      self.samples)
+
+    def test_train_multitask_selector_cli(self):
+        import contextlib
+        import io
+        import train_multitask
+        images = os.path.join(self.tmp.name, "images")
+        os.makedirs(images, exist_ok=True)
+        Image.fromarray(random_image(12, 32, 40, 3)).save(os.path.join(images, "a.png"))
+        export = os.path.join(self.tmp.name, "export")
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = train_multitask.main(
+                [images, "--selector", "--export-dir", export, "--blocks-per-image", "10",
+                 "--selector-epochs", "1", "1", "--selector-hidden", "4", "4", "--no-cache",
+                 "--quiet"])
+        self.assertEqual(status, 0, err.getvalue())
+        loaded = selector.load_selector(os.path.join(export, "pair_selector.npz"))
+        self.assertEqual(loaded.metadata["options"]["blocks_per_image"], 10)
+        with open(os.path.join(export, "selector_metrics.json")) as f:
+            self.assertIn("a.png", f.read())
+        for argv in ([os.path.join(self.tmp.name, "missing"), "--selector"],
+                     [images, "--selector", "--probe-pairs", "0"]):
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                with self.assertRaises(SystemExit) as e:
+                    train_multitask.main(argv)
+            self.assertEqual(e.exception.code, 2)
