@@ -161,6 +161,11 @@ class TrainingTest(unittest.TestCase):
             for pa, pb in zip(a.ranker + a.scan, b.ranker + b.scan):
                 np.testing.assert_array_equal(pa, pb)
             self.assertEqual(a.candidates, 16)
+            # C = 3 only: the component-3 columns were constant and must not contribute
+            for col in (3, 7, 11):
+                self.assertFalse(a.ranker[0][col].any())
+            for col in (35, 39, 43):
+                self.assertFalse(a.scan[0][col].any())
             self.assertEqual(a.metadata["images"], ["img.bmp"])
             grid, _, bits, trials = selector.select_image(samples, a)
             self.assertEqual(len(bits), len(grid))

@@ -141,6 +141,10 @@ def fit_mlp(x, targets, n_hidden, epochs, lr=2e-3, weight_decay=1e-4, batch=64, 
             opt.step(params, _backward(params, xb, h, grad))
         if progress:
             progress(epoch, total / len(xs))
+    # Inputs constant in training (e.g. the component-3 columns when every training image
+    # has C = 3) taught the model nothing: their first-layer weights are only the random
+    # initialisation. Zero them so that such inputs cannot add noise at inference (ARGB).
+    params[0][flat.std(0) <= 1e-6] = 0
     return params, (mean, std)
 
 
