@@ -16,11 +16,17 @@ of component c of pair (p, f) are one of few sequences per predictor (search.CAN
 (sum of absolute values, number of non-zero values, ...) then give the statistics of all
 768 pairs and their three or four components by one gather (`PAIR_SEQUENCE`).
 
-Layout for speed: blocks are the last (contiguous) axis everywhere, so that every operation
-is one long vectorised loop and a sum over the 64 positions adds 64 contiguous rows instead
-of reducing 64-element rows. All values are int16 (|value| <= 637, see the cost spec §3).
+Layout for speed: for these statistics blocks are the last (contiguous) axis, so that
+every operation is one long vectorised loop and a sum over the 64 positions adds 64
+contiguous rows instead of reducing 64-element rows. All values are int16 (|value| <= 637,
+see the cost spec §3). Reading a few chosen pairs instead wants block-major residuals
+(`block_major`, `coded_lanes`: a pair is 3-4 short rows of its own block); the trials of
+tlg8.cost use the same.
 
-Nothing here depends on the learned models; the ML side imports this module.
+The feature layouts a selector model reads are defined here, one place each:
+`pairs-v1` (`pair_features`, per pair), `scan-v1` (`scan_features`, per pair and
+reorder/interleave) and `workspace-v1` (`workspace_vectors`, one block as a flat vector for
+the per-block API). Nothing here depends on the learned models; the ML side imports this.
 """
 import numpy as np
 
@@ -306,8 +312,9 @@ def _scan_tables(w, h):
         pid = {e: k for k, e in enumerate(pairs)}
         step_ids = np.array([[sid[(int(s[i - 1]), int(s[i]))] for i in range(1, n)]
                              for s in scans], np.intp).reshape(len(scans), n - 1)
-        pair_ids = np.array([[pid[(min(int(s[i - 1]), int(s[i])), max(int(s[i - 1]), int(s[i])))]
-                              for i in range(1, n)] for s in scans], np.intp).reshape(len(scans), n - 1)
+        pair_ids = np.array([[pid[tuple(sorted((int(s[i - 1]), int(s[i]))))]
+                              for i in range(1, n)] for s in scans],
+                            np.intp).reshape(len(scans), n - 1)
         _SCAN_TABLES[(w, h)] = (np.array(steps, np.intp).reshape(-1, 2), step_ids,
                                 np.array(pairs, np.intp).reshape(-1, 2), pair_ids, scans)
     return _SCAN_TABLES[(w, h)]
