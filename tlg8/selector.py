@@ -12,15 +12,20 @@ to that free measurement. So the selector is two small MLPs on cost-model statis
 2. the *scan model* gives 16 logits, one per (reorder, interleave), for each of the top
    pairs from statistics of the pair's coded values along each scan (layout scan-v1).
 
-Trials are then spent adaptively (`plan_rounds`): round 1 probes the `probe_pairs` best-ranked
-pairs with their `probe_options` most likely (reorder, interleave); round 2 spends what is
-left of the budget on the untried options of the pair that measured best (then on further
-pairs, which matters for edge blocks whose reorders all coincide). The returned bits of
-round 1 decide where round 2 looks, which is what makes 16 trials enough.
+Trials are then spent in two rounds (`round_one`, `round_two`; `select_blocks` batched,
+`select_one` / `select_with_callback` through an encoder callback): round 1 probes the
+`probe_pairs` best-ranked pairs with their `probe_options` likeliest options; round 2 spends
+what is left of the budget on the untried options of the pair that measured best (then on
+further pairs, which matters for edge blocks whose reorders all coincide). At most
+max_trials per block, enforced. Measured (docs/selector_notes.md): with both models the
+rounds beat trying the 16 most probable (pair, option) at once only slightly; the two
+models are what matter.
 
 The model file is an NPZ with `format` = SELECTOR_FORMAT, `feature_layout` =
-SELECTOR_LAYOUT, the two MLPs' arrays and their `*_scaler` (mean, std), and the strategy's
-parameters; `load_selector` reads it.
+SELECTOR_LAYOUT (the per-block vectors of the guide's API), the internal layouts, the two
+MLPs' arrays and their `*_scaler` (mean, std), and the strategy's parameters;
+`load_selector` (and multitask_model.MultiTaskModel.load) reads it. `train` makes one from
+images, with labels from the exact cost model (CLI: train_multitask.py --selector).
 """
 import hashlib
 import json
