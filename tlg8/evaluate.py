@@ -438,13 +438,17 @@ def plot(result, path):
                               "python3 -m pip install matplotlib") from None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     methods = list(result["images"][0]["per_block"]["bits"])
+    extra = {m: np.concatenate([r["per_block"]["bits"][m] - r["per_block"]["reference_bits"]
+                                for r in result["images"]]) for m in methods}
+    trials = {m: np.concatenate([r["per_block"]["trials"][m] for r in result["images"]])
+              for m in methods}
+    # Common bins (the central 99 % of all methods' values; the tails pile up at the ends).
+    lo, hi = np.percentile(np.concatenate(list(extra.values())), [0.5, 99.5])
+    edges = np.linspace(lo, hi, 81) if hi > lo else np.array([lo - 0.5, lo + 0.5])
+    top = max(int(t.max()) for t in trials.values())
     for m in methods:
-        extra = np.concatenate([r["per_block"]["bits"][m] - r["per_block"]["reference_bits"]
-                                for r in result["images"]])
-        lo, hi = np.percentile(extra, [0.5, 99.5])
-        axes[0].hist(np.clip(extra, lo, hi), bins=80, histtype="step", label=m)
-        trials = np.concatenate([r["per_block"]["trials"][m] for r in result["images"]])
-        axes[1].hist(trials, bins=np.arange(trials.max() + 2) - 0.5, histtype="step", label=m)
+        axes[0].hist(np.clip(extra[m], lo, hi), bins=edges, histtype="step", label=m)
+        axes[1].hist(trials[m], bins=np.arange(top + 2) - 0.5, histtype="step", label=m)
     axes[0].set_xlabel("bits - reference bits per block")
     axes[0].set_yscale("log")
     axes[1].set_xlabel("trials per block")
