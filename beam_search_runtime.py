@@ -11,11 +11,11 @@ fewest bits wins (the earlier trial on a tie).
 `select_block_configs` does the same for many blocks with one model call, and
 `encode_choices` does it for a whole image with the cost model of tlg8.cost as the encoder.
 
-Given a pair selector (tlg8.selector.PairSelector, what MultiTaskModel.load returns for an
+Given a pair selector (pair_selector.PairSelector, what MultiTaskModel.load returns for an
 NPZ from train_multitask.py --selector) the same three functions run its strategy instead:
 rank the (predictor, filter) pairs from cost-model statistics, probe the first pairs with
 their likeliest (reorder, interleave), then spend the rest of the trials on the pair that
-measured best (tlg8/selector.py). The margins do not apply to it; the cap does, as hard.
+measured best (pair_selector.py). The margins do not apply to it; the cap does, as hard.
 Its features are workspace-v1 vectors (model.image_features, tlg8.features).
 """
 import math
@@ -25,7 +25,7 @@ import numpy as np
 
 import multitask_model as mm
 from tlg8 import features as tlg8_features
-from tlg8 import selector as tlg8_selector
+import pair_selector as tlg8_selector
 
 CONFIG_FIELDS = ("predictor", "filter", "reorder", "interleave")
 MAX_FILTER_CANDIDATES = 4

@@ -15,7 +15,6 @@ import os
 
 import numpy as np
 
-from tlg8 import selector
 from tlg8.image import BLOCK, block_grid
 from tlg8.records import MAX_COMPONENTS, BadRecord, check_record, decode_record
 from tlg8.stages import (N_FILTERS, N_INTERLEAVES, N_PREDICTORS, N_REORDERS, filter_code,
@@ -480,7 +479,7 @@ class MultiTaskModel:
         """Read a model written by save (train_multitask.py --export-dir writes them).
 
         A pair-selector NPZ (train_multitask.py --selector) loads as a
-        tlg8.selector.PairSelector, which has the same inference methods."""
+        pair_selector.PairSelector, which has the same inference methods."""
         path = os.fspath(path)
         retrain = ("re-train with `python3 train_multitask.py DATA --export-dir DIR` to get a "
                    "model in the current format")
@@ -492,6 +491,7 @@ class MultiTaskModel:
             raise ModelFormatError(f"{path}: not a model NPZ file ({e}); {retrain}") from None
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ModelFormatError(f"{path}: a plain .npy array, not a model NPZ; {retrain}")
+        import pair_selector as selector        # the selector imports this module: late
         if "format" in npz.files and str(npz["format"]) == selector.SELECTOR_FORMAT:
             # A pair selector (train_multitask.py --selector): it takes workspace-v1
             # features and serves the same inference API (image_features, topk_arrays,

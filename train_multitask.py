@@ -11,7 +11,7 @@ mean validation two_choice improves, multitask_best.npz and metrics.json are wri
 
     python3 train_multitask.py --selector IMAGE... --export-dir out/selector
 
-trains the pair selector (tlg8/selector.py) instead: it ranks (predictor, filter) pairs
+trains the pair selector (pair_selector.py) instead: it ranks (predictor, filter) pairs
 from cost-model statistics of each block and its neighbours, which the dumps do not store,
 so its DATA are images (BMP/PNG, or directories of them) and its labels are the exact bits
 of the cost model. It writes pair_selector.npz (loads with MultiTaskModel.load, runs with
@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 import multitask_model as mm
-from tlg8 import records, selector
+import pair_selector as selector
+from tlg8 import records
 
 EXIT_ERROR = 1
 EXIT_DIVERGED = 3

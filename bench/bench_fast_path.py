@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tlg8 import selector  # noqa: E402
+import pair_selector as selector  # noqa: E402
 from tlg8.image import read_image  # noqa: E402
 
 

@@ -25,7 +25,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tlg8 import cost, evaluate, selector  # noqa: E402
+import pair_selector as selector  # noqa: E402
+from tlg8 import cost, evaluate  # noqa: E402
 from tlg8 import features as feat  # noqa: E402
 from tlg8.image import block_grid, block_workspaces, read_image  # noqa: E402
 

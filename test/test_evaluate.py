@@ -12,7 +12,8 @@ from PIL import Image
 
 from shared_data import IMAGES, TLGCONV, parity_names
 from test_selector import random_image, random_selector
-from tlg8 import cost, evaluate, search, selector, stages
+import pair_selector as selector
+from tlg8 import cost, evaluate, search, stages
 from tlg8.image import block_grid, block_workspaces
 
 OPTIONS = list(evaluate.STATIC_OPTION_ORDER)

@@ -19,7 +19,8 @@ from shared_data import TLGCONV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUIDE = os.path.join(REPO, "docs", "multitask_runtime_guide.md")
-LINKED = ("train_multitask.py", "multitask_model.py", "beam_search_runtime.py", "tlg8")
+LINKED = ("train_multitask.py", "multitask_model.py", "beam_search_runtime.py", "pair_selector.py",
+          "tlg8")
 
 
 def code_blocks(text):

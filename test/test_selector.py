@@ -1,4 +1,4 @@
-"""tlg8.selector: the pair selector's strategy (trial cap, batch == per block), files,
+"""pair_selector: the pair selector's strategy (trial cap, batch == per block), files,
 per-block API and training."""
 import os
 import tempfile
@@ -7,7 +7,8 @@ import unittest
 import numpy as np
 from PIL import Image
 
-from tlg8 import cost, features, selector
+import pair_selector as selector
+from tlg8 import cost, features
 from tlg8.image import block_grid, block_workspaces
 
 

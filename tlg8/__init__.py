@@ -1,7 +1,11 @@
-"""TLG8 codec core: images, coding stages, block cost model, reference search, file format.
+"""TLG8 codec core: images, coding stages, block cost model, reference search, cheap
+per-block features, training records, file format.
 
-Nothing in this package imports the ML side (multitask_model, beam_search_runtime,
-train_multitask); dependencies point from the ML scripts to here.
+The core modules import nothing from the ML side (multitask_model, pair_selector,
+beam_search_runtime, train_multitask); dependencies point from the ML scripts to here.
+Two command-line front ends in this package are the exception, because what they run is a
+model: `tlg8.encode --model` (imports the model lazily, only on that path) and
+`tlg8.evaluate` (measures models against the reference search).
 """
 
 

@@ -10,7 +10,7 @@ For every block of every image:
   (the reference encoder's dump of IMAGE) instead of searched, after checking geometry;
 * the model picks a configuration with at most --max-trials trials through the exact cost
   model (the trials' bits are the better entropy of the two, as an encoder callback
-  returns them): a pair selector (tlg8/selector.py) with its adaptive two-round strategy,
+  returns them): a pair selector (pair_selector.py) with its adaptive two-round strategy,
   or a multitask model (multitask_model.py) with beam_search_runtime.plan_trials;
 * non-ML baselines use the same number of trials: the (predictor, filter) pair with the
   least squared filtered residual, or with the least sum of absolute filtered residuals,
@@ -35,9 +35,9 @@ import time
 
 import numpy as np
 
+import pair_selector as sel
 from . import Tlg8Error, cost, search, stages
 from . import features as feat
-from . import selector as sel
 from .image import block_grid, block_workspaces, read_image
 
 HEADS = ("head_predictor", "head_filter_perm", "head_filter_primary", "head_filter_secondary",
@@ -142,7 +142,7 @@ def run_baselines(ws, max_trials, timings):
 
 
 class _Model:
-    """A loaded model and how to run it: kind "selector" (tlg8.selector.PairSelector, its
+    """A loaded model and how to run it: kind "selector" (pair_selector.PairSelector, its
     two-round strategy) or "multitask" (multitask_model.MultiTaskModel with
     beam_search_runtime.plan_trials — the one place this package imports the ML side, and
     only when given such a model)."""

@@ -34,8 +34,10 @@ import time
 
 import numpy as np
 
-from . import features as feat
-from . import stages
+from multitask_model import AdamW
+from tlg8 import cost, stages
+from tlg8 import features as feat
+from tlg8.image import block_grid, block_workspaces, read_image
 
 SELECTOR_FORMAT = "tlg8-pair-selector/1"
 SELECTOR_LAYOUT = feat.WORKSPACE_LAYOUT  # what the per-block API takes (features.py)
@@ -63,28 +65,6 @@ def mlp_forward(params, x):
     out = h @ w2
     out += b2
     return out, h
-
-
-class Adam:
-    """Adam with decoupled weight decay on the matrices (AdamW)."""
-
-    def __init__(self, params, lr, weight_decay):
-        self.lr, self.wd = lr, weight_decay
-        self.m = [np.zeros_like(p) for p in params]
-        self.v = [np.zeros_like(p) for p in params]
-        self.t = 0
-
-    def step(self, params, grads):
-        self.t += 1
-        c1, c2 = 1 - 0.9 ** self.t, 1 - 0.999 ** self.t
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            m *= 0.9
-            m += 0.1 * g
-            v *= 0.999
-            v += 0.001 * g * g
-            if p.ndim > 1:
-                p *= 1 - self.lr * self.wd
-            p -= (self.lr / c1) * m / (np.sqrt(v / c2) + 1e-8)
 
 
 def _backward(params, x, h, grad_out):
@@ -127,7 +107,7 @@ def fit_mlp(x, targets, n_hidden, epochs, lr=2e-3, weight_decay=1e-4, batch=64, 
     std = np.where(std > 1e-6, std, np.float32(1))
     xs = ((x - mean) / std).astype(np.float32)
     params = mlp_init(n_in, n_hidden, 1 if listwise else targets.shape[-1], seed)
-    opt = Adam(params, lr, weight_decay)
+    opt = AdamW(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     for epoch in range(epochs):
         order = rng.permutation(len(xs))
@@ -143,7 +123,7 @@ def fit_mlp(x, targets, n_hidden, epochs, lr=2e-3, weight_decay=1e-4, batch=64, 
             grad = (p - tb) / np.float32(len(idx))
             if listwise:
                 grad = grad[..., None]
-            opt.step(params, _backward(params, xb, h, grad))
+            opt.update(params, _backward(params, xb, h, grad))
         if progress:
             progress(epoch, total / len(xs))
     # Inputs constant in training (e.g. the component-3 columns when every training image
@@ -489,7 +469,6 @@ def select_blocks(ws, model, max_trials=16, timings=None, evaluate=None):
     order with tried_bits and tried_entropy (N, T); and the ranking: pairs (N, K),
     pair_scores (N, K), option_logp (N, P, 16).
     """
-    from . import cost
     max_trials = check_max_trials(max_trials)
     ws = np.asarray(ws)
     h, w = ws.shape[2] - 1, ws.shape[3] - 2
@@ -535,7 +514,6 @@ def select_image(samples, model, max_trials=16, timings=None, progress=None, chu
     timings (optional dict) accumulates seconds of "blocks" (cutting workspaces),
     "features", "inference" and "trials".
     """
-    from .image import block_grid, block_workspaces
     grid = block_grid(samples.shape[1], samples.shape[0])
     choices = np.zeros((len(grid), 5), np.int64)
     bits = np.zeros(len(grid), np.int64)
@@ -633,8 +611,6 @@ def image_examples(path, blocks, candidates, seed, cache=None, log=None):
     Labels cost ~5 us per configuration (512 per block); with `cache` (a directory) they
     are kept in an NPZ keyed by the image's path, size and mtime and the options.
     """
-    from . import cost
-    from .image import block_grid, block_workspaces, read_image
     st = os.stat(path)
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{blocks}|"
                        f"{candidates}|{seed}|{feat.PAIR_FEATURE_LAYOUT}".encode()).hexdigest()
