@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from tlg8.fileio import write_file
 from tlg8.image import BLOCK, block_grid
 from tlg8.records import MAX_COMPONENTS, BadRecord, check_record, decode_record
 from tlg8.stages import (N_FILTERS, N_INTERLEAVES, N_PREDICTORS, N_REORDERS, filter_code,
@@ -52,22 +53,6 @@ DEFAULT_HIDDEN = (1024, 512, 256)
 
 class ModelFormatError(ValueError):
     """An NPZ is not a model of the current format; the message says to re-train."""
-
-
-def write_atomic(path, mode, write):
-    """write(file) into a temporary file beside `path`, then rename it to `path`, so that
-    readers never see a truncated file (also when interrupted)."""
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------
@@ -472,7 +457,7 @@ class MultiTaskModel:
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             arrays[f"trunk_weight_{i}"] = w
             arrays[f"trunk_bias_{i}"] = b
-        write_atomic(path, "wb", lambda f: np.savez(f, **arrays))
+        write_file(path, "wb", lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path):

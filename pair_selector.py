@@ -37,6 +37,7 @@ import numpy as np
 from multitask_model import AdamW
 from tlg8 import cost, stages
 from tlg8 import features as feat
+from tlg8.fileio import write_file
 from tlg8.image import block_grid, block_workspaces, read_image
 
 SELECTOR_FORMAT = "tlg8-pair-selector/1"
@@ -295,17 +296,7 @@ class PairSelector:
             arrays[f"ranker_{i}"] = p
         for i, p in enumerate(self.scan):
             arrays[f"scan_{i}"] = p
-        path = os.fspath(path)
-        tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                           f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_file(path, "wb", lambda f: np.savez(f, **arrays))
 
 
 def _open_npz(path):

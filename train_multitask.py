@@ -28,6 +28,7 @@ import numpy as np
 
 import multitask_model as mm
 import pair_selector as selector
+from tlg8.fileio import write_file
 from tlg8 import records
 
 EXIT_ERROR = 1
@@ -87,8 +88,8 @@ def build_parser():
     g.add_argument("--strict", action="store_true",
                    help="stop at the first bad record instead of skipping it")
     g.add_argument("--cache-dir", metavar="DIR",
-                   help=f"cache of parsed dumps (default $TLG8_CACHE_DIR or "
-                        f"~/.cache/tlg8-multitask)")
+                   help="cache of parsed dumps (default $TLG8_CACHE_DIR or "
+                        "~/.cache/tlg8-multitask)")
     g.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g = p.add_argument_group(
@@ -325,7 +326,7 @@ def print_epoch(epoch, epochs, train_loss, val_loss, val, saved, seconds, out):
 
 
 def write_json_atomic(path, obj):
-    mm.write_atomic(path, "w", lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
+    write_file(path, "w", lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
 
 
 def train(model, data, train_idx, val_idx, args, summary, log, out):

@@ -4,7 +4,7 @@ import unittest
 
 import numpy as np
 
-from tlg8 import cost, features, search, stages
+from tlg8 import cost, features, stages
 from tlg8.image import block_grid, block_workspaces
 
 

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from . import Tlg8Error
-from .tlgfile import MAX_PIXELS, atomic_write, decode_tlg8
+from .fileio import atomic_write
+from .tlgfile import MAX_PIXELS, decode_tlg8
 
 FORMATS = {".png": "PNG", ".bmp": "BMP"}
 

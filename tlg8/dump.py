@@ -11,13 +11,15 @@ file and renamed, so an interrupted run leaves no truncated output.
 import argparse
 import gzip
 import os
+import shutil
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 
 from . import Tlg8Error
+from .fileio import atomic_write
 from .image import block_grid, block_workspaces, read_image
 from .search import MODES, chunk_size, search_blocks, search_image
 
@@ -91,25 +93,6 @@ def _parts(n_blocks, mode):
     return [(lo, min(n_blocks, lo + step)) for lo in range(0, n_blocks, step)]
 
 
-def _open_output(path, append):
-    """A temporary file beside `path`; the caller renames it into place when complete."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes it 0600; a normal file is wanted
-    if append and os.path.exists(path):
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 20):
-                dst.write(chunk)
-    raw = open(tmp, "ab")
-    # filename="" and mtime=0: the same records always give the same .gz bytes.
-    stream = (gzip.GzipFile(filename="", fileobj=raw, mode="ab", compresslevel=9, mtime=0)
-              if path.endswith(".gz") else raw)
-    return tmp, raw, stream
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python3 -m tlg8.dump",
@@ -157,32 +140,36 @@ def main(argv=None):
     total = sum(s.shape[0] * s.shape[1] for _, s in images)
     n_blocks = sum(len(block_grid(s.shape[1], s.shape[0])) for _, s in images)
     bar = tqdm(total=n_blocks, unit="block", disable=args.quiet or None, file=sys.stderr)
-    tmp, raw, stream = _open_output(args.out, args.append)
     written = 0
+
+    def write(tmp):
+        nonlocal written
+        if args.append and os.path.exists(args.out):
+            shutil.copyfile(args.out, tmp)
+        with open(tmp, "ab") as raw:
+            # filename="" and mtime=0: the same records always give the same .gz bytes.
+            stream = (gzip.GzipFile(filename="", fileobj=raw, mode="ab", compresslevel=9,
+                                    mtime=0) if args.out.endswith(".gz") else raw)
+            with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else nullcontext() as pool:
+                for path, samples in images:
+                    tag = os.path.basename(path) if args.tag_basename else (args.tag or path)
+                    grid = block_grid(samples.shape[1], samples.shape[0])
+                    parts = _parts(len(grid), args.mode)
+                    jobs = [(path, args.pixel_format, args.mode, lo, hi) for lo, hi in parts]
+                    results = (pool.map(_search_part, *zip(*jobs)) if pool
+                               else (_search_part(*job) for job in jobs))
+                    for (lo, hi), (best, second) in zip(parts, results):
+                        stream.write(format_records(tag, samples, grid[lo:hi], best, second)
+                                     .encode("utf-8", "surrogateescape"))
+                        bar.update(hi - lo)
+                        written += hi - lo
+            stream.close()
+
     try:
-        pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
-        for path, samples in images:
-            tag = os.path.basename(path) if args.tag_basename else (args.tag or path)
-            grid = block_grid(samples.shape[1], samples.shape[0])
-            parts = _parts(len(grid), args.mode)
-            jobs = [(path, args.pixel_format, args.mode, lo, hi) for lo, hi in parts]
-            results = (pool.map(_search_part, *zip(*jobs)) if pool
-                       else (_search_part(*job) for job in jobs))
-            for (lo, hi), (best, second) in zip(parts, results):
-                stream.write(format_records(tag, samples, grid[lo:hi], best, second)
-                             .encode("utf-8", "surrogateescape"))
-                bar.update(hi - lo)
-                written += hi - lo
-        if pool:
-            pool.shutdown()
-        stream.close()
-        raw.close()
-        os.replace(tmp, args.out)
-    except BaseException:
-        stream.close()
-        raw.close()
-        os.unlink(tmp)
-        raise
+        atomic_write(args.out, write)
+    except OSError as e:
+        print(f"error: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 1
     finally:
         bar.close()
     print(f"{written} records from {len(images)} image(s) ({total} pixels) -> {args.out}"

@@ -22,7 +22,8 @@ import numpy as np
 
 from . import Tlg8Error, search as block_search, stages
 from .image import block_grid, block_workspaces, read_image
-from .tlgfile import atomic_write, encode_tlg8
+from .fileio import atomic_write
+from .tlgfile import encode_tlg8
 
 SEARCHES = ("reference", "exhaustive", "model")
 OUTPUT_EXTENSIONS = (".tlg8", ".tlg")

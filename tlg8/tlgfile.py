@@ -15,9 +15,6 @@ Work is done per chunk of tiles: the tiles' samples sit in one zero-bordered can
 (T, th+1, tw+2, C), so "outside the tile reads 0" (§2.4) is a plain array read, and the
 decoder reconstructs all tiles of a chunk at once along anti-diagonal wavefronts.
 """
-import os
-import tempfile
-
 import numpy as np
 
 from . import Tlg8Error, stages
@@ -907,29 +904,3 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
         all_choices.append(choices)
     return out, ncomp, np.concatenate(all_choices)
 
-
-# --------------------------------------------------------------------------------------
-# Output files
-
-
-def atomic_write(path, write):
-    """Create `path` all at once: write(tmp) fills a temporary file in the same directory,
-    which then replaces `path`; on any failure the temporary file is removed and `path`
-    is left as it was."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes 0600; give the usual mode
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
