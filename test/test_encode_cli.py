@@ -63,6 +63,20 @@ class EncodeCli(unittest.TestCase):
         self.assertEqual(status, 0, stderr)
         self.assertEqual(read_bytes(out), read_bytes(os.path.join(TLGCONV, "xor_weave.tlg8")))
 
+    def test_jobs_split_tile_rows_and_give_the_same_file(self):
+        rng = np.random.default_rng(4)
+        rgb = np.clip(rng.normal(120, 30, (170, 20, 3)), 0, 255).astype(np.uint8)
+        image = self.path("tall.png")
+        Image.fromarray(rgb).save(image)
+        files = []
+        for jobs in ("1", "2"):
+            out = self.path(f"tall{jobs}.tlg8")
+            status, _, stderr = run([image, out, "--jobs", jobs, "--quiet"])
+            self.assertEqual(status, 0, stderr)
+            files.append(read_bytes(out))
+        self.assertEqual(files[0], files[1])
+        self.assertEqual(len(encode.choose_blocks(rgb, jobs=2)[0]), 3 * 22)
+
     def test_stats_and_exhaustive(self):
         sizes = {}
         for search in ("reference", "exhaustive"):

@@ -17,11 +17,12 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
 from . import Tlg8Error, search as block_search, stages
-from .image import block_grid, block_workspaces, read_image
+from .image import TILE_H, block_grid, block_workspaces, read_image
 from .fileio import atomic_write
 from .tlgfile import encode_tlg8
 
@@ -34,19 +35,50 @@ class EncodeError(Tlg8Error):
     """The encoder cannot do what was asked (missing model, bad option combination)."""
 
 
-def choose_blocks(samples, search="reference", model=None, max_trials=16, progress=None):
+def choose_blocks(samples, search="reference", model=None, max_trials=16, progress=None,
+                  jobs=1):
     """Per-block configurations of an image, in block_grid order.
 
     Returns (choices int64 (N, 5) with columns predictor, filter, reorder, interleave,
     entropy; estimated bits int64 (N,); trials per block int64 (N,) or None if unknown).
-    progress: optional callable(number of blocks just finished).
+    progress: optional callable(number of blocks just finished). jobs > 1 splits the image
+    into bands of whole tile rows, one task each: tiles are coded independently, so the
+    choices are the same as with one process.
     """
-    if search in ("reference", "exhaustive"):
-        _, best, _ = block_search.search_image(samples, search, progress=progress)
-        return best[:, :5], best[:, 5], None
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
+    if search == "model":
+        _check_model(model)
+    if jobs <= 1:
+        return _choose(samples, search, model, max_trials, progress)
+    height = samples.shape[0]
+    rows = max(TILE_H, -(-height // (4 * jobs)) // TILE_H * TILE_H)
+    bands = [(y, min(height, y + rows)) for y in range(0, height, rows)]
+    results = []
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_choose, samples[y0:y1], search, model, max_trials)
+                   for y0, y1 in bands]
+        for (y0, y1), future in zip(bands, futures):
+            results.append(future.result())
+            if progress is not None:
+                progress(len(block_grid(samples.shape[1], y1 - y0)))
+    choices, bits, trials = zip(*results)
+    return (np.concatenate(choices), np.concatenate(bits),
+            None if trials[0] is None else np.concatenate(trials))
+
+
+def _choose(samples, search, model, max_trials, progress=None):
     if search == "model":
         return _model_choices(samples, model, max_trials, progress)
-    raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
+    _, best, _ = block_search.search_image(samples, search, progress=progress)
+    return best[:, :5], best[:, 5], None
+
+
+def _check_model(model):
+    if model is None:
+        raise EncodeError("--search model needs --model NPZ")
+    if not os.path.isfile(model):
+        raise EncodeError(f"{model}: model file not found")
 
 
 def _model_choices(samples, model, max_trials, progress):
@@ -55,8 +87,6 @@ def _model_choices(samples, model, max_trials, progress):
     The ML modules live beside the package (the package itself never imports them), so
     they are imported here, only for --search model.
     """
-    if model is None:
-        raise EncodeError("--search model needs --model NPZ")
     try:
         import beam_search_runtime
         import multitask_model
@@ -113,6 +143,9 @@ def main(argv=None):
                         help="configurations tried per block by the model search (default 16)")
     parser.add_argument("--pixel-format", choices=("auto", "R8G8B8", "A8R8G8B8"),
                         default="auto", help="component count as tlgconv's option (default auto)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes for the search, over bands of tile rows "
+                             "(default 1; the file is the same for any value)")
     parser.add_argument("--stats", action="store_true",
                         help="print blocks, trials per block, estimated bits, file bytes, times")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -122,6 +155,8 @@ def main(argv=None):
         parser.error(f"--model is only used with --search model, not {search}")
     if args.max_trials < 1:
         parser.error("--max-trials must be at least 1")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if os.path.splitext(args.output)[1].lower() not in OUTPUT_EXTENSIONS:
         parser.error(f"{args.output}: output must end in .tlg8")
     try:
@@ -145,7 +180,7 @@ def _run(args, search):
     with tqdm(total=nblocks, unit="block", desc=f"{search} search", disable=args.quiet or None,
               file=sys.stderr) as bar:
         choices, bits, trials = choose_blocks(samples, search, args.model, args.max_trials,
-                                              progress=bar.update)
+                                              progress=bar.update, jobs=args.jobs)
     times["search"] = time.perf_counter() - start
 
     start = time.perf_counter()
