@@ -1,6 +1,6 @@
 """File size and encode time of the model path against the reference search.
 
-    python3 bench/bench_encode.py --model M.npz [IMAGE...] [--max-trials 16]
+    python3 bench/bench_encode.py --model M.npz [IMAGE...] [--max-trials 16] [--jobs N]
                                   [--skip-reference]
 
 For each image (default: the shared photos img3 and dko_sss, held out by the shipped
@@ -29,10 +29,11 @@ CPP_SECONDS = {"dko_sss": 1.1, "dko_t": 8.7, "dko_s": 21.8, "img3": 24.1, "img1"
                "img2": 63.6}
 
 
-def encode_with_model(image, model, max_trials, out):
+def encode_with_model(image, model, max_trials, out, jobs):
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "tlg8.encode", image, out, "--model", model,
-                             "--max-trials", str(max_trials), "--quiet"], cwd=ROOT,
+                             "--max-trials", str(max_trials), "--jobs", str(jobs), "--quiet"],
+                            cwd=ROOT,
                             capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode:
@@ -46,6 +47,7 @@ def main():
                         default=[os.path.join(IMAGES, n + ".bmp") for n in ("img3", "dko_sss")])
     parser.add_argument("--model", required=True)
     parser.add_argument("--max-trials", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=1, help="tlg8.encode --jobs (default 1)")
     parser.add_argument("--skip-reference", action="store_true",
                         help="only the model encode (no reference search, no size ratio)")
     args = parser.parse_args()
@@ -58,7 +60,7 @@ def main():
             samples, _ = read_image(image)
             blocks = len(block_grid(samples.shape[1], samples.shape[0]))
             model_bytes, seconds = encode_with_model(image, args.model, args.max_trials,
-                                                     os.path.join(tmp, name + ".tlg8"))
+                                                     os.path.join(tmp, name + ".tlg8"), args.jobs)
             ref_bytes = 0
             if not args.skip_reference:
                 _, best, _ = search_image(samples)

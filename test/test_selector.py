@@ -8,16 +8,9 @@ import numpy as np
 from PIL import Image
 
 import pair_selector as selector
+from test_features import random_image
 from tlg8 import cost, features
 from tlg8.image import block_grid, block_workspaces
-
-
-def random_image(seed, height, width, ncomp):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([(x * (5 + c) + y * (3 - c) + 40 * c) for c in range(ncomp)], axis=2)
-    noisy = base + rng.integers(-20, 21, base.shape) * (rng.random(base.shape) < 0.5)
-    return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
 def random_selector(seed=0, **strategy):
