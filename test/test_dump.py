@@ -133,7 +133,12 @@ class TestBadInput(DumpTest):
                 with open(self.path(name), "wb") as f:
                     f.write(data)
         Image.fromarray(np.zeros((4, 4), np.uint8), "L").save(self.path("grey8.bmp"))
-        return [self.path(n) for n in list(files) + ["grey8.bmp"]]
+        header = bytearray(read(self.path("grey8.bmp"))[:54])
+        header[18:22] = bytes(4)                  # width 0
+        header[28:30] = (24).to_bytes(2, "little")
+        with open(self.path("empty.bmp"), "wb") as f:
+            f.write(bytes(header))
+        return [self.path(n) for n in list(files) + ["grey8.bmp", "empty.bmp"]]
 
     def test_bad_images_are_reported_and_the_good_ones_written(self):
         good = self.save("good.png", np.full((8, 8, 3), 9, np.uint8))
@@ -148,6 +153,7 @@ class TestBadInput(DumpTest):
             self.assertIn(path, line)
         self.assertIn("cannot open", errors[0])
         self.assertIn("unsupported BMP variant (8 bits per pixel", errors[3])
+        self.assertIn("zero width or height", errors[4])
 
     def test_nothing_written_when_no_image_can_be_read(self):
         out = self.path("out.jsonl")

@@ -27,6 +27,10 @@ def _bmp_info(path, head):
     if bpp not in (24, 32) or comp != 0:
         raise ImageError(f"{path}: unsupported BMP variant ({bpp} bits per pixel, "
                          f"compression {comp}); only 24- and 32-bit uncompressed BMP are read")
+    width = int.from_bytes(head[18:22], "little", signed=True)
+    height = int.from_bytes(head[22:26], "little", signed=True)
+    if width == 0 or height == 0:
+        raise ImageError(f"{path}: image has zero width or height ({width} x {abs(height)})")
     return bpp
 
 
