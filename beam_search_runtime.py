@@ -175,7 +175,7 @@ def encode_choices(samples, model, max_trials=16, progress=None, margin_reorder=
     progress: optional callable(number of blocks just finished).
     """
     from tlg8.cost import configs_bits
-    from tlg8.image import block_grid, block_workspaces
+    from tlg8.image import block_batches, block_grid, block_workspaces
 
     if not isinstance(model, (mm.MultiTaskModel, tlg8_selector.PairSelector)):
         model = mm.MultiTaskModel.load(model)
@@ -188,23 +188,19 @@ def encode_choices(samples, model, max_trials=16, progress=None, margin_reorder=
                                      margin_interleave, margin_predictor, max_trials)
     choices = np.empty((len(grid), 5), np.int64)
     bits = np.empty(len(grid), np.int64)
-    shape_key = grid[:, 4] * 16 + grid[:, 5]
-    for key in np.unique(shape_key).tolist():
-        index = np.flatnonzero(shape_key == key)
-        for lo in range(0, len(index), chunk):
-            part = index[lo:lo + chunk]
-            cfg = configs[part]
-            unused = cfg[:, :, 0] < 0
-            # Unused plan rows repeat the first trial so the batch stays rectangular; their
-            # bits are then ignored.
-            filled = np.where(unused[:, :, None], cfg[:, :1], cfg)
-            b, entropy = configs_bits(block_workspaces(samples, grid[part]), filled)
-            b[unused] = np.iinfo(np.int64).max
-            j = np.argmin(b, axis=1)                    # first minimum = earlier trial
-            rows = np.arange(len(part))
-            choices[part, :4] = cfg[rows, j]
-            choices[part, 4] = entropy[rows, j]
-            bits[part] = b[rows, j]
-            if progress:
-                progress(len(part))
+    for part in block_batches(grid, chunk):
+        cfg = configs[part]
+        unused = cfg[:, :, 0] < 0
+        # Unused plan rows repeat the first trial so the batch stays rectangular; their
+        # bits are then ignored.
+        filled = np.where(unused[:, :, None], cfg[:, :1], cfg)
+        b, entropy = configs_bits(block_workspaces(samples, grid[part]), filled)
+        b[unused] = np.iinfo(np.int64).max
+        j = np.argmin(b, axis=1)                    # first minimum = earlier trial
+        rows = np.arange(len(part))
+        choices[part, :4] = cfg[rows, j]
+        choices[part, 4] = entropy[rows, j]
+        bits[part] = b[rows, j]
+        if progress:
+            progress(len(part))
     return choices, bits, counts

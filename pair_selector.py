@@ -38,7 +38,7 @@ from multitask_model import AdamW
 from tlg8 import cost, stages
 from tlg8 import features as feat
 from tlg8.fileio import write_file
-from tlg8.image import block_grid, block_workspaces, read_image
+from tlg8.image import block_batches, block_grid, block_workspaces, read_image
 
 SELECTOR_FORMAT = "tlg8-pair-selector/1"
 SELECTOR_LAYOUT = feat.WORKSPACE_LAYOUT  # what the per-block API takes (features.py)
@@ -509,18 +509,14 @@ def select_image(samples, model, max_trials=16, timings=None, progress=None, chu
     choices = np.zeros((len(grid), 5), np.int64)
     bits = np.zeros(len(grid), np.int64)
     trials = np.zeros(len(grid), np.int64)
-    sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes).tolist():
-        index = np.flatnonzero(sizes == size)
-        for lo in range(0, len(index), chunk):
-            part = index[lo:lo + chunk]
-            clock = _Clock(timings)
-            ws = block_workspaces(samples, grid[part])
-            clock("blocks")
-            sel = select_blocks(ws, model, max_trials, timings)
-            choices[part], bits[part], trials[part] = sel["choices"], sel["bits"], sel["trials"]
-            if progress:
-                progress(len(part))
+    for part in block_batches(grid, chunk):
+        clock = _Clock(timings)
+        ws = block_workspaces(samples, grid[part])
+        clock("blocks")
+        sel = select_blocks(ws, model, max_trials, timings)
+        choices[part], bits[part], trials[part] = sel["choices"], sel["bits"], sel["trials"]
+        if progress:
+            progress(len(part))
     return grid, choices, bits, trials
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import Tlg8Error
 from .fileio import atomic_write
-from .image import block_grid, block_workspaces, read_image
+from .image import block_batches, block_grid, block_workspaces, read_image
 from .search import MODES, chunk_size, search_blocks, search_image
 
 _ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r",
@@ -81,9 +81,7 @@ def _search_part(path, pixel_format, mode, lo, hi):
     grid = block_grid(samples.shape[1], samples.shape[0])[lo:hi]
     best = np.zeros((len(grid), 6), np.int64)
     second = np.zeros((len(grid), 6), np.int64)
-    sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes):
-        index = np.flatnonzero(sizes == size)
+    for index in block_batches(grid):
         best[index], second[index] = search_blocks(block_workspaces(samples, grid[index]), mode)
     return best, second
 

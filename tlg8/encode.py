@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from . import Tlg8Error, search as block_search, stages
-from .image import TILE_H, block_grid, block_workspaces, read_image
+from .image import TILE_H, block_batches, block_grid, block_workspaces, read_image
 from .fileio import atomic_write
 from .tlgfile import encode_tlg8
 
@@ -110,15 +110,11 @@ def reference_trials(samples, chunk=1024):
     left by its 1.3 energy rule x 32 (reorder x interleave x entropy)."""
     grid = block_grid(samples.shape[1], samples.shape[0])
     out = np.empty(len(grid), np.int64)
-    sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes):
-        index = np.flatnonzero(sizes == size)
-        for lo in range(0, len(index), chunk):
-            part = index[lo:lo + chunk]
-            res = stages.all_residuals(block_workspaces(samples, grid[part]))
-            cand = block_search.filter_candidates(res)
-            kept = block_search.early_exit_mask(*block_search.pair_energies(res, cand))
-            out[part] = kept.sum(axis=(1, 2)) * CONFIGS_PER_PAIR
+    for part in block_batches(grid, chunk):
+        res = stages.all_residuals(block_workspaces(samples, grid[part]))
+        cand = block_search.filter_candidates(res)
+        kept = block_search.early_exit_mask(*block_search.pair_energies(res, cand))
+        out[part] = kept.sum(axis=(1, 2)) * CONFIGS_PER_PAIR
     return out
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import pair_selector as sel
 from . import Tlg8Error, cost, search, stages
 from . import features as feat
-from .image import block_grid, block_workspaces, read_image
+from .image import block_batches, block_grid, block_workspaces, read_image
 
 HEADS = ("head_predictor", "head_filter_perm", "head_filter_primary", "head_filter_secondary",
          "head_reorder", "head_interleave")
@@ -254,27 +254,24 @@ def evaluate_image(path, model, max_trials=16, dumps=None, progress=None, keep_b
     chosen = {m: np.zeros((n, 5), np.int64) for m in methods}
     first_hit = {m: np.full(n, -1, np.int64) for m in methods}      # trial index of best
     heads = {h: np.zeros((n, 2), np.int64) for h in HEADS}
-    sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes).tolist():
-        index_all = np.flatnonzero(sizes == size)
-        for lo in range(0, len(index_all), CHUNK):
-            index = index_all[lo:lo + CHUNK]
-            ws = block_workspaces(samples, grid[index])
-            top2, tried, tb, te = runner.heads_and_trials(samples, grid, index, ws, max_trials,
-                                                          timings["model"])
-            results = {"model": (tried, tb, te)}
-            results.update(run_baselines(ws, max_trials, timings))
-            for m, (cfgs, b, e) in results.items():
-                if cfgs.shape[1] > max_trials:
-                    raise AssertionError(f"{m} tried {cfgs.shape[1]} > {max_trials}")
-                chosen[m][index], bits[m][index] = _pick(cfgs, b, e)
-                trials[m][index] = (cfgs[:, :, 0] >= 0).sum(axis=1)
-                match = (cfgs == best[index, None, :4]).all(axis=2)
-                first_hit[m][index] = np.where(match.any(axis=1), match.argmax(axis=1), -1)
-            for h in HEADS:
-                heads[h][index] = top2[h]
-            if progress:
-                progress(len(index))
+    for index in block_batches(grid, CHUNK):
+        ws = block_workspaces(samples, grid[index])
+        top2, tried, tb, te = runner.heads_and_trials(samples, grid, index, ws, max_trials,
+                                                      timings["model"])
+        results = {"model": (tried, tb, te)}
+        results.update(run_baselines(ws, max_trials, timings))
+        for m, (cfgs, b, e) in results.items():
+            if cfgs.shape[1] > max_trials:
+                raise AssertionError(f"{m} tried {cfgs.shape[1]} > {max_trials}")
+            chosen[m][index], bits[m][index] = _pick(cfgs, b, e)
+            trials[m][index] = (cfgs[:, :, 0] >= 0).sum(axis=1)
+            match = (cfgs == best[index, None, :4]).all(axis=2)
+            first_hit[m][index] = np.where(match.any(axis=1), match.argmax(axis=1), -1)
+        for h in HEADS:
+            heads[h][index] = top2[h]
+        if progress:
+            progress(len(index))
+
     labels_best = _head_labels(best)
     labels_second = _head_labels(second)
     out = {"image": os.path.basename(path), "path": os.fspath(path), "blocks": n,

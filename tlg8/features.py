@@ -413,12 +413,10 @@ def workspace_from_vector(vector):
 
 def image_workspace_vectors(samples, grid=None):
     """workspace-v1 vectors (N, 363) of an image's blocks (default: all, in block order)."""
-    from .image import block_grid, block_workspaces
+    from .image import block_batches, block_grid, block_workspaces
     if grid is None:
         grid = block_grid(samples.shape[1], samples.shape[0])
     out = np.zeros((len(grid), N_WORKSPACE_FEATURES), np.float32)
-    sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes).tolist():
-        index = np.flatnonzero(sizes == size)
+    for index in block_batches(grid):
         out[index] = workspace_vectors(block_workspaces(samples, grid[index]))
     return out

@@ -125,6 +125,18 @@ def block_grid(width, height):
     return np.array(out, dtype=np.int64).reshape(-1, 6)
 
 
+def block_batches(grid, chunk=None):
+    """Index arrays into `grid` of blocks of one size, at most `chunk` each (all blocks of
+    a size when None); sizes in a fixed order. What every batched stage iterates over:
+    block_workspaces and the batched cost model take blocks of one size."""
+    sizes = grid[:, 4] * 16 + grid[:, 5]
+    for size in np.unique(sizes).tolist():
+        index = np.flatnonzero(sizes == size)
+        step = chunk or len(index)
+        for lo in range(0, len(index), step):
+            yield index[lo:lo + step]
+
+
 def block_workspaces(samples, grid):
     """Padded neighbourhoods of the blocks in `grid`, all with one (w, h).
 

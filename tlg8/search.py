@@ -17,7 +17,7 @@
 import numpy as np
 
 from . import cost, stages
-from .image import block_grid, block_workspaces
+from .image import block_batches, block_grid, block_workspaces
 
 MODES = ("reference", "exhaustive")
 CONFIG_FIELDS = ("predictor", "filter", "reorder", "interleave", "entropy", "bits")
@@ -175,13 +175,8 @@ def search_image(samples, mode="reference", progress=None):
     grid = block_grid(width, height)
     best = np.zeros((len(grid), 6), np.int64)
     second = np.zeros((len(grid), 6), np.int64)
-    sizes = grid[:, 4] * 16 + grid[:, 5]
-    step = chunk_size(mode)
-    for size in np.unique(sizes):
-        index = np.flatnonzero(sizes == size)
-        for lo in range(0, len(index), step):
-            part = index[lo:lo + step]
-            best[part], second[part] = search_blocks(block_workspaces(samples, grid[part]), mode)
-            if progress is not None:
-                progress(len(part))
+    for part in block_batches(grid, chunk_size(mode)):
+        best[part], second[part] = search_blocks(block_workspaces(samples, grid[part]), mode)
+        if progress is not None:
+            progress(len(part))
     return grid, best, second
