@@ -128,8 +128,7 @@ MAPPED = (_value_tables(0), _value_tables(1))
 LANE_CHUNK = 16384          # lanes per pass (measured: 4k-32k within noise; 2k is slower)
 # Run-length codes charged position by position: a run of length L costs
 # RUN_COST[L] = sum(RUN_STEP[1..L]), so the estimator never needs to know where a run ends.
-RUN_STEP = np.diff(RUN_COST).astype(np.int32)
-RUN_STEP = np.concatenate([[0], RUN_STEP, [0]]).astype(np.int32)
+RUN_STEP = np.concatenate([[0], np.diff(RUN_COST), [0]]).astype(np.int32)
 
 
 def lane_bits(values, row, entropy, orders=None, tables=None):
