@@ -21,7 +21,7 @@ import numpy as np
 from . import Tlg8Error
 from .fileio import atomic_write
 from .image import block_batches, block_grid, block_workspaces, read_image
-from .search import MODES, chunk_size, search_blocks, search_image
+from .search import MODES, chunk_size, search_blocks
 
 _ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r",
             0x09: "\\t"}
@@ -58,13 +58,6 @@ def format_records(tag, samples, grid, best, second):
                      f'"block_size":[{w},{h}],"components":{ncomp},"pixels":[{pixels}],'
                      f'"best":{_candidate(b)},"second":{_candidate(s)}}}\n')
     return "".join(lines)
-
-
-def dump_image(path, tag=None, mode="reference", pixel_format="auto", progress=None):
-    """Records of one image as text. Raises ImageError for an unreadable image."""
-    samples, _ = read_image(path, pixel_format)
-    grid, best, second = search_image(samples, mode, progress)
-    return format_records(path if tag is None else tag, samples, grid, best, second)
 
 
 # --- parallel work units: (image, slice of blocks) so that --jobs helps one big image too

@@ -236,20 +236,3 @@ def deinterleave(seq, ncomp):
 def coded_values(ws, predictor, code, reorder, w, h):
     """Per-component coded values of blocks (before interleave): (..., C, n)."""
     return apply_reorder(color_filter(residuals(ws, predictor), code), reorder, w, h)
-
-
-def reconstruct_sample(a, b, c, d, predictor):
-    """Scalar prediction for the decoder (integers 0..255)."""
-    if predictor == 0:
-        if c > max(a, b):
-            return min(a, b)
-        if c < min(a, b):
-            return max(a, b)
-        return a + b - c
-    if predictor == 1:
-        return (a + c + 1) >> 1
-    if predictor == 2:
-        return (b + c + 1) >> 1
-    if predictor == 3:
-        return (b + d + 1) >> 1
-    return (a, b, c, d)[predictor - 4]
