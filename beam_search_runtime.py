@@ -25,7 +25,7 @@ import numpy as np
 
 import multitask_model as mm
 from tlg8 import features as tlg8_features
-import pair_selector as tlg8_selector
+import pair_selector
 
 CONFIG_FIELDS = ("predictor", "filter", "reorder", "interleave")
 MAX_FILTER_CANDIDATES = 4
@@ -55,7 +55,7 @@ def plan_trials(features, model, margin_reorder=0.5, margin_interleave=0.5,
     block's count are -1.
     """
     max_trials = _check_max_trials(max_trials)
-    if isinstance(model, tlg8_selector.PairSelector):
+    if isinstance(model, pair_selector.PairSelector):
         raise TypeError("a pair selector plans its trials from the bits of the first ones; "
                         "use select_block_config(s) or encode_choices")
     features = np.asarray(features, np.float32)
@@ -129,9 +129,9 @@ def select_block_config(features, model, try_encode_block, margin_reorder=0.5,
     if features.ndim == 2 and len(features) != 1:
         raise ValueError(f"select_block_config takes one block, not {len(features)}; use "
                          f"select_block_configs for a batch")
-    if isinstance(model, tlg8_selector.PairSelector):
+    if isinstance(model, pair_selector.PairSelector):
         ws = tlg8_features.workspace_from_vector(features)
-        config, bits, _ = tlg8_selector.select_one(ws, model, _checked(try_encode_block),
+        config, bits, _ = pair_selector.select_one(ws, model, _checked(try_encode_block),
                                                    _check_max_trials(max_trials))
         return dict(zip(CONFIG_FIELDS, config)), bits
     configs, _, counts = plan_trials(features, model, margin_reorder, margin_interleave,
@@ -147,8 +147,8 @@ def select_block_configs(features, model, try_encode_block, margin_reorder=0.5,
     features: (N, F); try_encode_block(block_index, predictor, filter_code, reorder,
     interleave) -> bits. Returns (configs int64 (N, 4), bits (N,), trials int64 (N,)).
     """
-    if isinstance(model, tlg8_selector.PairSelector):
-        return tlg8_selector.select_with_callback(
+    if isinstance(model, pair_selector.PairSelector):
+        return pair_selector.select_with_callback(
             features, model, lambda i, *c: _bits_value(try_encode_block(i, *c), c),
             _check_max_trials(max_trials))
     configs, _, counts = plan_trials(features, model, margin_reorder, margin_interleave,
@@ -177,10 +177,10 @@ def encode_choices(samples, model, max_trials=16, progress=None, margin_reorder=
     from tlg8.cost import configs_bits
     from tlg8.image import block_batches, block_grid, block_workspaces
 
-    if not isinstance(model, (mm.MultiTaskModel, tlg8_selector.PairSelector)):
+    if not isinstance(model, (mm.MultiTaskModel, pair_selector.PairSelector)):
         model = mm.MultiTaskModel.load(model)
-    if isinstance(model, tlg8_selector.PairSelector):
-        _, choices, bits, trials = tlg8_selector.select_image(
+    if isinstance(model, pair_selector.PairSelector):
+        _, choices, bits, trials = pair_selector.select_image(
             samples, model, _check_max_trials(max_trials), progress=progress)
         return choices, bits, trials
     grid = block_grid(samples.shape[1], samples.shape[0])
