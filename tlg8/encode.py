@@ -94,9 +94,7 @@ def _model_choices(samples, model, max_trials, progress):
         raise EncodeError(f"--search model needs beam_search_runtime and multitask_model "
                           f"(run from the repository root or install the project): {e}") from None
     try:
-        loaded = multitask_model.MultiTaskModel.load(model)
-    except FileNotFoundError:
-        raise EncodeError(f"{model}: model file not found") from None
+        loaded = multitask_model.MultiTaskModel.load(model)      # exists: _check_model
     except multitask_model.ModelFormatError as e:
         raise EncodeError(str(e)) from None
     choices, bits, trials = beam_search_runtime.encode_choices(
