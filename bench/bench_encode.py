@@ -1,11 +1,11 @@
 """File size and encode time of the model path against the reference search.
 
-    python3 bench/bench_encode.py --model M.npz [IMAGE...] [--max-trials 16] [--jobs N]
+    python3 bench/bench_encode.py [--model M.npz] [IMAGE...] [--max-trials 16] [--jobs N]
                                   [--skip-reference]
 
 For each image (default: the shared photos img3 and dko_sss, held out by the shipped
 evaluation split): the .tlg8 file from the reference search (what tlgconv writes) and
-the file from `python3 -m tlg8.encode --model` as a whole process. Prints both sizes, the
+the file from `python3 -m tlg8.encode` (the shipped model, or --model) as a whole process. Prints both sizes, the
 model's extra bytes (%), the model command's wall time and its speed-up over the C++
 reference encoder's whole-process time on this machine class (../shared/README.md).
 """
@@ -31,8 +31,9 @@ CPP_SECONDS = {"dko_sss": 1.1, "dko_t": 8.7, "dko_s": 21.8, "img3": 24.1, "img1"
 
 def encode_with_model(image, model, max_trials, out, jobs):
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "tlg8.encode", image, out, "--model", model,
-                             "--max-trials", str(max_trials), "--jobs", str(jobs), "--quiet"],
+    result = subprocess.run([sys.executable, "-m", "tlg8.encode", image, out]
+                            + (["--model", model] if model else [])
+                            + ["--max-trials", str(max_trials), "--jobs", str(jobs), "--quiet"],
                             cwd=ROOT,
                             capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -45,7 +46,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*",
                         default=[os.path.join(IMAGES, n + ".bmp") for n in ("img3", "dko_sss")])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="a trained model (default: the shipped one)")
     parser.add_argument("--max-trials", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=1, help="tlg8.encode --jobs (default 1)")
     parser.add_argument("--skip-reference", action="store_true",

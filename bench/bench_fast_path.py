@@ -21,7 +21,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import pair_selector as selector  # noqa: E402
+from tlg8 import selector  # noqa: E402
 from tlg8.image import read_image  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main():
     parser.add_argument("image", nargs="?",
                         default=os.path.join(os.path.dirname(ROOT), "shared", "data", "images",
                                              "img1.bmp"))
-    parser.add_argument("--model", required=True, help="pair selector NPZ")
+    parser.add_argument("--model", help="pair selector NPZ (default: the shipped one)")
     parser.add_argument("--max-trials", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=2048, help="blocks per batch")
@@ -39,14 +39,14 @@ def main():
     start = time.perf_counter()
     samples, _ = read_image(args.image)
     read_s = time.perf_counter() - start
-    model = selector.load_selector(args.model)
+    model = selector.load(args.model) if args.model else selector.default_model()
     runs = []
     for _ in range(args.repeat):
         timings = {}
         wall = time.perf_counter()
         cpu = time.process_time()
-        grid, choices, bits, trials = selector.select_image(samples, model, args.max_trials,
-                                                            timings, chunk=args.chunk)
+        sel = model.choose_image(samples, args.max_trials, timings=timings, chunk=args.chunk)
+        grid, bits, trials = sel["grid"], sel["bits"], sel["trials"]
         runs.append((time.perf_counter() - wall, time.process_time() - cpu, timings))
     wall, cpu, timings = min(runs, key=lambda r: r[0])
     n = len(grid)
@@ -62,8 +62,7 @@ def main():
         import cProfile
         import pstats
         prof = cProfile.Profile()
-        prof.runcall(selector.select_image, samples, model, args.max_trials, None, None,
-                     args.chunk)
+        prof.runcall(model.choose_image, samples, args.max_trials, chunk=args.chunk)
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(15)
 
 

@@ -25,8 +25,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import pair_selector as selector  # noqa: E402
-from tlg8 import cost, evaluate  # noqa: E402
+from tlg8 import selector, trials  # noqa: E402
+from tlg8_multitask import selector_training  # noqa: E402
+from tlg8 import cost  # noqa: E402
 from tlg8 import features as feat  # noqa: E402
 from tlg8.image import block_grid, block_workspaces, read_image  # noqa: E402
 
@@ -58,11 +59,11 @@ def main():
                         help="also the worth of each part (full 8x8 blocks of --validate)")
     args = parser.parse_args()
     if args.model:
-        model = selector.load_selector(args.model)
+        model = selector.load(args.model)
     else:
         images = [os.path.join(SHARED, "images", n + ".bmp") for n in args.train.split(",")]
         start = time.perf_counter()
-        model = selector.train(images, args.blocks_per_image, ranker_hidden=args.ranker_hidden,
+        model = selector_training.train(images, args.blocks_per_image, ranker_hidden=args.ranker_hidden,
                                scan_hidden=args.scan_hidden, ranker_epochs=args.epochs[0],
                                scan_epochs=args.epochs[1], seed=args.seed, cache=args.cache,
                                log=lambda m: print(m, file=sys.stderr))
@@ -78,9 +79,10 @@ def main():
             k, p, q = (int(v) for v in variant.split(":"))
             model.candidates, model.probe_pairs, model.probe_options = k, p, q
             start = time.perf_counter()
-            grid, _, bits, trials = selector.select_image(samples, model, 16)
+            sel = model.choose_image(samples, 16)
+            grid, bits = sel["grid"], sel["bits"]
             ms = 1e3 * (time.perf_counter() - start) / len(grid)
-            print(f"{name:<10}{variant:>9}{trials.mean():>8.2f}"
+            print(f"{name:<10}{variant:>9}{sel['trials'].mean():>8.2f}"
                   f"{100 * (bits.sum() / ref.sum() - 1):>+10.3f}{ms:>10.3f}", flush=True)
         if args.ablation:
             model.candidates, model.probe_pairs, model.probe_options = 32, 6, 2
@@ -91,7 +93,7 @@ def ablation(name, samples, ref, model, chunk=2048):
     """Extra bits of the default strategy with parts replaced, on the full blocks."""
     grid = block_grid(samples.shape[1], samples.shape[0])
     full = np.flatnonzero((grid[:, 4] == 8) & (grid[:, 5] == 8))
-    static = np.array(evaluate.STATIC_OPTION_ORDER)
+    static = np.array(trials.STATIC_OPTION_ORDER)
     totals = {}
     for lo in range(0, len(full), chunk):
         ws = block_workspaces(samples, grid[full[lo:lo + chunk]])
@@ -106,9 +108,9 @@ def ablation(name, samples, ref, model, chunk=2048):
         def rounds(p, o):
             def evaluate_(res, configs):
                 return cost.block_configs_bits(res, configs, 8, 8)
-            first, n_pairs, n_opts = selector.round_one(p, o, 6, 2, 16)
+            first, n_pairs, n_opts = trials.round_one(p, o, 6, 2, 16)
             b1, _ = evaluate_(residuals, first)
-            second = selector.round_two(p, o, b1.reshape(len(p), n_pairs, n_opts).min(2),
+            second = trials.round_two(p, o, b1.reshape(len(p), n_pairs, n_opts).min(2),
                                         n_pairs, n_opts, 16 - first.shape[1])
             b2, _ = evaluate_(residuals, second)
             return np.minimum(b1.min(1), b2.min(1))
@@ -118,7 +120,7 @@ def ablation(name, samples, ref, model, chunk=2048):
                                     .sum(1, keepdims=True)) - scores.max(1, keepdims=True)
         joint = (pair_logp[:, :logp.shape[1], None] + logp).reshape(len(ws), -1)
         top = np.argsort(-joint, axis=1, kind="stable")[:, :16]
-        at_once = selector.config_of(np.take_along_axis(pairs, top // 16, 1), top % 16)
+        at_once = trials.config_of(np.take_along_axis(pairs, top // 16, 1), top % 16)
         runs = {"ranker + scan model, two rounds (default)": rounds(pairs, options),
                 "SAD order + scan model": rounds(by_sad, sad_options),
                 "ranker + fixed option order": rounds(pairs, fixed),

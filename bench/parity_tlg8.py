@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from shared_data import TLGCONV, parity_names  # noqa: E402
 from test_tlg8_parity import reference_case  # noqa: E402
-from tlg8.encode import choose_blocks  # noqa: E402
+from tlg8.codec import choose_blocks  # noqa: E402
 from tlg8.tlgfile import decode_tlg8, encode_tlg8  # noqa: E402
 
 

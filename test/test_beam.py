@@ -8,6 +8,7 @@ import beam_search_runtime as bs
 import multitask_model as mm
 from tlg8.cost import BlockEncoder
 from tlg8.image import block_grid
+from tlg8.trials import TrialError
 
 
 class StubModel:
@@ -26,6 +27,13 @@ class StubModel:
             ids = np.argsort(-part, axis=1, kind="stable")[:, :k]
             out[name] = (ids, np.take_along_axis(part, ids, 1).astype(np.float32))
         return out
+
+    # The model interface of a per-head model: the margin beam search (as MultiTaskModel).
+    def choose_block(self, *args, **options):
+        return bs.choose_block(self, *args, **options)
+
+    def choose_blocks(self, *args, **options):
+        return bs.choose_blocks(self, *args, **options)
 
 
 def random_logp(rng, n):
@@ -115,9 +123,16 @@ class BeamTest(unittest.TestCase):
         for bad in (0, -1, 2.5, True, None, "16"):
             with self.assertRaises(ValueError, msg=repr(bad)):
                 bs.select_block_config(block_features(0), model, Recorder(), max_trials=bad)
-        for result in (None, "12", float("nan"), True):
-            with self.assertRaises(TypeError, msg=repr(result)):
+        for result in (None, "12", float("nan"), np.float32("nan"), np.inf, -1, True,
+                       np.array([3.0])):
+            with self.assertRaisesRegex(TrialError, r"try_encode_block\(\d+, \d+, \d+, \d+\)",
+                                        msg=repr(result)):
                 bs.select_block_config(block_features(0), model, lambda *c, r=result: r)
+        # any finite number >= 0 is bits, NumPy scalars and 0-d arrays included
+        for result in (np.float32(7.5), np.int64(3), np.array(4), 0):
+            _, bits = bs.select_block_config(block_features(0), model,
+                                             lambda *c, r=result: r)
+            self.assertEqual(bits, result)
         with self.assertRaisesRegex(ValueError, "select_block_configs"):
             bs.select_block_config(np.zeros((2, mm.N_FEATURES)), model, Recorder())
 

@@ -11,12 +11,14 @@ import numpy as np
 from PIL import Image
 
 from shared_data import IMAGES, TLGCONV, parity_names
-from test_selector import random_image, random_selector
-import pair_selector as selector
-from tlg8 import cost, evaluate, search, stages
+from shared_data import require_shared
+from test_selector import random_image, random_selector, select_one
+from tlg8 import cost, evaluate, search, stages, trials
+from tlg8.heads import head_labels
 from tlg8.image import block_grid, block_workspaces
+from tlg8_multitask.loader import load_model
 
-OPTIONS = list(evaluate.STATIC_OPTION_ORDER)
+OPTIONS = list(trials.STATIC_OPTION_ORDER)
 
 
 def pair_measures(ws):
@@ -74,6 +76,7 @@ class EvaluateTest(unittest.TestCase):
         cls.model = random_selector(5)
         cls.model_path = os.path.join(cls.tmp.name, "sel.npz")
         cls.model.save(cls.model_path)
+        cls.loaded = load_model(cls.model_path)
 
     @classmethod
     def tearDownClass(cls):
@@ -81,7 +84,7 @@ class EvaluateTest(unittest.TestCase):
 
     def test_numbers_equal_brute_force(self):
         cap = 16
-        result = evaluate.evaluate([self.path], self.model_path, cap, keep_blocks=True)
+        result = evaluate.evaluate([self.path], self.loaded, cap, keep_blocks=True)
         r = result["images"][0]
         blocks = r["per_block"]
         grid = block_grid(21, 19)
@@ -101,7 +104,7 @@ class EvaluateTest(unittest.TestCase):
             def callback(*config):
                 calls.append(config)
                 return enc(*config)
-            cfg, bits, n = selector.select_one(ws[0], self.model, callback, cap)
+            cfg, bits, n = select_one(ws[0], self.model, callback, cap)
             self.assertEqual(blocks["bits"]["model"][i], bits)
             self.assertEqual(blocks["trials"]["model"][i], n)
             self.assertEqual(blocks["chosen"]["model"][i, :4].tolist(), cfg)
@@ -109,10 +112,10 @@ class EvaluateTest(unittest.TestCase):
             self.assertLessEqual(n, cap)
             hits["model"].append(next((k for k, c in enumerate(calls)
                                        if list(c) == best[0, :4].tolist()), -1))
-            for name, (b, trials) in brute_baselines(ws[0], cap).items():
+            for name, (b, n_trials) in brute_baselines(ws[0], cap).items():
                 self.assertEqual(blocks["bits"][name][i], b, (name, i))
-                self.assertEqual(blocks["trials"][name][i], trials)
-            labels = evaluate._head_labels(best)[0]
+                self.assertEqual(blocks["trials"][name][i], n_trials)
+            labels = head_labels(best)[0]
             top = self.model.predict_topk(x[i], k=1)
             for k, h in enumerate(evaluate.HEADS):
                 heads_top1[h].append(top[h][0][0] == labels[k])
@@ -135,13 +138,13 @@ class EvaluateTest(unittest.TestCase):
 
     def test_trials_never_exceed_the_cap(self):
         for cap in (1, 3, 9):
-            r = evaluate.evaluate([self.path], self.model_path, cap, keep_blocks=True)
+            r = evaluate.evaluate([self.path], self.loaded, cap, keep_blocks=True)
             for m, x in r["images"][0]["methods"].items():
                 self.assertLessEqual(x["trials_max"], cap, m)
                 self.assertTrue((r["images"][0]["per_block"]["trials"][m] <= cap).all())
                 self.assertTrue((r["images"][0]["per_block"]["trials"][m] >= 1).all())
         with self.assertRaises(ValueError):
-            evaluate.evaluate([self.path], self.model_path, 0)
+            evaluate.evaluate([self.path], self.loaded, 0)
 
     def test_multitask_model_through_its_beam_search(self):
         import beam_search_runtime as bsr
@@ -149,8 +152,8 @@ class EvaluateTest(unittest.TestCase):
         model = mm.MultiTaskModel(hidden_dims=(8,), seed=1)
         path = os.path.join(self.tmp.name, "mt.npz")
         model.save(path)
-        r = evaluate.evaluate([self.path], path, 16, keep_blocks=True)
-        self.assertEqual(r["model"]["kind"], "multitask")
+        r = evaluate.evaluate([self.path], load_model(path), 16, keep_blocks=True)
+        self.assertEqual(r["model"]["format"], mm.MODEL_FORMAT)
         blocks = r["images"][0]["per_block"]
         grid = block_grid(21, 19)
         for i in range(len(grid)):
@@ -161,11 +164,12 @@ class EvaluateTest(unittest.TestCase):
             self.assertEqual(blocks["trials"]["model"][i], enc.trials)
 
     def test_reference_bits_equal_the_dumps(self):
+        require_shared("data/images", "data/tlgconv")
         names = [n for n in parity_names()
                  if os.path.getsize(os.path.join(IMAGES, n + ".bmp")) < 2000][:6]
         paths = [os.path.join(IMAGES, n + ".bmp") for n in names]
-        searched = evaluate.evaluate(paths, self.model_path, 16, keep_blocks=True)
-        dumped = evaluate.evaluate(paths, self.model_path, 16, dumps=TLGCONV, keep_blocks=True)
+        searched = evaluate.evaluate(paths, self.loaded, 16, keep_blocks=True)
+        dumped = evaluate.evaluate(paths, self.loaded, 16, dumps=TLGCONV, keep_blocks=True)
         for a, b in zip(searched["images"], dumped["images"]):
             self.assertEqual(a["reference"]["source"], "search")
             self.assertTrue(b["reference"]["source"].startswith(TLGCONV))
@@ -173,12 +177,16 @@ class EvaluateTest(unittest.TestCase):
             np.testing.assert_array_equal(a["per_block"]["second"], b["per_block"]["second"])
             self.assertEqual(a["reference"]["bits"], b["reference"]["bits"])
 
-    def test_dump_of_another_image_is_refused(self):
+    def test_dump_of_another_image_or_none_is_refused(self):
+        require_shared("data/tlgconv/checkerboard_rgb.jsonl.gz")
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "checkerboard_rgb.bmp")
             Image.fromarray(random_image(1, 16, 24, 3)).save(path)      # 6 blocks, not 4
             with self.assertRaisesRegex(evaluate.EvaluationError, "records"):
-                evaluate.evaluate([path], self.model_path, 16, dumps=TLGCONV)
+                evaluate.evaluate([path], self.loaded, 16, dumps=TLGCONV)
+            # an image without a dump is an error, not a silent fallback to the search
+            with self.assertRaisesRegex(evaluate.EvaluationError, "no dump"):
+                evaluate.evaluate([self.path], self.loaded, 16, dumps=tmp)
 
     def test_cli(self):
         out = io.StringIO()
@@ -195,7 +203,7 @@ class EvaluateTest(unittest.TestCase):
             data = json.load(f)
         self.assertEqual(data["max_trials"], 8)
         self.assertEqual(set(data["overall"]["methods"]), {"model", *evaluate.BASELINES})
-        for args, message in (([self.path, "--model", "/nonexistent.npz"], "not found"),
+        for args, message in (([self.path, "--model", "/nonexistent.npz"], "no such model"),
                               (["/nonexistent.bmp", "--model", self.model_path], "cannot open")):
             err = io.StringIO()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):

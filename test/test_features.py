@@ -28,13 +28,16 @@ class TestPairStatistics(unittest.TestCase):
             sad, nonzero = features.sequence_stats(features.magnitude_sequences(planes))
             # Brute force: every filter of every predictor, as stages defines them.
             res = stages.all_residuals(ws)                               # (N, 8, C, n)
-            coded = np.stack([stages.all_filters(res[:, p]) for p in range(8)], axis=1)
+            coded = np.stack([res[:, :, None]] if ncomp < 3 else
+                             [stages.color_filter(res, f) for f in range(96)], axis=2)
             want_sad = np.abs(coded.astype(np.int64)).sum(-1)            # (N, 8, 96, C)
             want_nz = (coded != 0).sum(-1)
-            np.testing.assert_array_equal(features.pair_component_stats(sad, ncomp), want_sad)
-            np.testing.assert_array_equal(features.pair_component_stats(nonzero, ncomp),
-                                          want_nz)
-            np.testing.assert_array_equal(features.pair_sad(ws), want_sad.sum(-1))
+            # per pair and coded component, gathered from the per-sequence statistics
+            seq = features.PAIR_SEQUENCE[:, :ncomp]
+            np.testing.assert_array_equal(sad.transpose(2, 0, 1)[:, :, seq], want_sad)
+            np.testing.assert_array_equal(nonzero.transpose(2, 0, 1)[:, :, seq], want_nz)
+            np.testing.assert_array_equal(features.pair_proxy(sad, ncomp),
+                                          want_sad.sum(-1).reshape(len(ws), -1))
             # pairs-v1 rows of a few pairs, from the definition of the layout
             pairs = features.top_pairs(features.pair_proxy(sad, ncomp), 5)
             n = (ws.shape[2] - 1) * (ws.shape[3] - 2)
@@ -153,8 +156,8 @@ class TestPlanesTrials(unittest.TestCase):
                 ws = block_workspaces(samples, grid[sizes == size])
                 configs = np.stack([rng.integers(0, lim, (len(ws), 12))
                                     for lim in (8, 96, 8, 2)], axis=-1)
-                bits, entropy = cost.planes_configs_bits(
-                    features.residual_planes(ws), configs, ws.shape[3] - 2, ws.shape[2] - 1)
+                bits, entropy = cost.block_configs_bits(
+                    features.block_major(features.residual_planes(ws)), configs, ws.shape[3] - 2, ws.shape[2] - 1)
                 for b in range(len(ws)):
                     for k, (p, f, r, i) in enumerate(configs[b]):
                         both = [cost.block_bits(ws[b], p, f, r, i, e) for e in range(2)]
@@ -163,11 +166,11 @@ class TestPlanesTrials(unittest.TestCase):
 
     def test_rejects_out_of_range_and_mismatched_blocks(self):
         ws = block_workspaces(random_image(3, 8, 8, 3), block_grid(8, 8))
-        planes = features.residual_planes(ws)
+        residuals = features.block_major(features.residual_planes(ws))
         with self.assertRaises(ValueError):
-            cost.planes_configs_bits(planes, np.array([[[0, 96, 0, 0]]]), 8, 8)
+            cost.block_configs_bits(residuals, np.array([[[0, 96, 0, 0]]]), 8, 8)
         with self.assertRaises(ValueError):
-            cost.planes_configs_bits(planes, np.zeros((2, 1, 4), int), 8, 8)
+            cost.block_configs_bits(residuals, np.zeros((2, 1, 4), int), 8, 8)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from shared_data import TLGCONV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUIDE = os.path.join(REPO, "docs", "multitask_runtime_guide.md")
-LINKED = ("train_multitask.py", "multitask_model.py", "beam_search_runtime.py", "pair_selector.py",
-          "tlg8")
+LINKED = ("train_multitask.py", "multitask_model.py", "beam_search_runtime.py", "tlg8",
+          "tlg8_multitask")
 
 
 def code_blocks(text):
@@ -57,7 +57,12 @@ class GuideExamplesTest(unittest.TestCase):
         os.symlink(data, os.path.join(tmp, "data", "sample.jsonl.gz"))
         bin_dir = os.path.join(tmp, "bin")
         os.makedirs(bin_dir)
-        os.symlink(sys.executable, os.path.join(bin_dir, "python3"))
+        # A wrapper, not a symlink: a symlinked interpreter outside its venv loses the venv's
+        # site-packages (pyvenv.cfg is looked up beside the link).
+        wrapper = os.path.join(bin_dir, "python3")
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        os.chmod(wrapper, 0o755)
         env = dict(os.environ, TLG8_CACHE_DIR=os.path.join(tmp, "cache"),
                    PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
         namespace = {"__name__": "__guide__"}

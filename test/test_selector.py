@@ -1,5 +1,6 @@
-"""pair_selector: the pair selector's strategy (trial cap, batch == per block), files,
-per-block API and training."""
+"""tlg8.selector (the pair selector: its strategy's trial cap, batch == per block, files,
+per-block API) and its training (tlg8_multitask.selector_training), through the guide's API
+and the CLIs."""
 import os
 import tempfile
 import unittest
@@ -7,7 +8,11 @@ import unittest
 import numpy as np
 from PIL import Image
 
-import pair_selector as selector
+from tlg8 import selector, trials
+from tlg8.heads import HEADS
+from tlg8.modelfile import ModelFormatError, read_format
+from tlg8_multitask import selector_training
+from tlg8_multitask.nn import mlp_init
 from test_features import random_image
 from tlg8 import cost, features
 from tlg8.image import block_grid, block_workspaces
@@ -16,8 +21,8 @@ from tlg8.image import block_grid, block_workspaces
 def random_selector(seed=0, **strategy):
     """Untrained weights: the strategy's mechanics do not depend on what the MLPs learned."""
     rng = np.random.default_rng(seed)
-    ranker = selector.mlp_init(features.N_PAIR_FEATURES, 8, 1, seed)
-    scan = selector.mlp_init(features.N_SCAN_FEATURES, 8, selector.N_OPTIONS, seed + 1)
+    ranker = mlp_init(features.N_PAIR_FEATURES, 8, 1, seed)
+    scan = mlp_init(features.N_SCAN_FEATURES, 8, trials.N_OPTIONS, seed + 1)
     scalers = [(rng.standard_normal(n).astype(np.float32), np.ones(n, np.float32))
                for n in (features.N_PAIR_FEATURES, features.N_SCAN_FEATURES)]
     return selector.PairSelector(ranker, scalers[0], scan, scalers[1], **strategy)
@@ -28,6 +33,12 @@ def size_groups(samples):
     sizes = grid[:, 4] * 16 + grid[:, 5]
     for size in np.unique(sizes):
         yield grid[sizes == size], block_workspaces(samples, grid[sizes == size])
+
+
+def select_one(ws, model, encoder, max_trials=16):
+    """One block's workspace through the model interface (a workspace-v1 vector)."""
+    return model.choose_block(features.workspace_vectors(np.asarray(ws)[None])[0], encoder,
+                              max_trials)
 
 
 class Counter:
@@ -45,10 +56,10 @@ class StrategyTest(unittest.TestCase):
         model = random_selector()
         for ncomp, shape in ((3, (19, 21)), (4, (10, 17))):
             for _, ws in size_groups(random_image(ncomp, *shape, ncomp)):
-                out = selector.select_blocks(ws, model)
+                out = selector.select_workspaces(ws, model, details=True)
                 for b in range(len(ws)):
                     counter = Counter(ws[b])
-                    cfg, bits, trials = selector.select_one(ws[b], model, counter)
+                    cfg, bits, trials = select_one(ws[b], model, counter)
                     self.assertEqual(bits, out["bits"][b])
                     self.assertEqual(cfg, out["choices"][b, :4].tolist())
                     self.assertEqual(trials, out["trials"][b])
@@ -63,7 +74,7 @@ class StrategyTest(unittest.TestCase):
             model = random_selector(probe_pairs=probe_pairs, probe_options=probe_options)
             for cap in (1, 2, 3, 7, 16, 17, 40):
                 for grid, ws in size_groups(samples):
-                    out = selector.select_blocks(ws, model, cap)
+                    out = selector.select_workspaces(ws, model, cap, details=True)
                     self.assertLessEqual(out["tried"].shape[1], cap)
                     for b in range(len(ws)):
                         configs = [tuple(c) for c in out["tried"][b].tolist()]
@@ -72,21 +83,22 @@ class StrategyTest(unittest.TestCase):
                             self.assertTrue(all(c[2] == 0 for c in configs))
                         self.assertEqual(len(configs), len(set(configs)))
                     counter = Counter(ws[0])
-                    selector.select_one(ws[0], model, counter, cap)
+                    select_one(ws[0], model, counter, cap)
                     self.assertLessEqual(len(counter.calls), cap)
         with self.assertRaises(ValueError):
-            selector.select_blocks(ws, model, 0)
+            selector.select_workspaces(ws, model, 0)
         with self.assertRaises(ValueError):
-            selector.select_one(ws[0], model, Counter(ws[0]), 2.5)
+            select_one(ws[0], model, Counter(ws[0]), 2.5)
 
     def test_whole_image_matches_blocks(self):
         samples = random_image(3, 19, 21, 3)
         model = random_selector()
         timings = {}
-        grid, choices, bits, trials = selector.select_image(samples, model, 16, timings)
+        sel = model.choose_image(samples, 16, timings=timings)
+        grid, choices, bits = sel["grid"], sel["choices"], sel["bits"]
         self.assertEqual(set(timings), {"blocks", "features", "inference", "trials"})
         for g, ws in size_groups(samples):
-            out = selector.select_blocks(ws, model)
+            out = selector.select_workspaces(ws, model, details=True)
             index = [np.flatnonzero((grid == row).all(1))[0] for row in g]
             np.testing.assert_array_equal(bits[index], out["bits"])
             np.testing.assert_array_equal(choices[index], out["choices"])
@@ -99,8 +111,8 @@ class FileAndApiTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "sel.npz")
             model.save(path)
-            self.assertTrue(selector.is_selector_file(path))
-            loaded = selector.load_selector(path)
+            self.assertEqual(read_format(path), selector.SELECTOR_FORMAT)
+            loaded = selector.load(path)
             self.assertEqual((loaded.candidates, loaded.probe_pairs, loaded.probe_options),
                              (24, 5, 3))
             x = model.image_features(samples)
@@ -109,9 +121,8 @@ class FileAndApiTest(unittest.TestCase):
                 np.testing.assert_array_equal(ids, ids2)
                 np.testing.assert_array_equal(lp, lp2)
             np.save(os.path.join(tmp, "plain.npy"), np.zeros(3))
-            self.assertFalse(selector.is_selector_file(os.path.join(tmp, "plain.npy")))
-            with self.assertRaisesRegex(ValueError, "not a pair-selector"):
-                selector.load_selector(os.path.join(tmp, "plain.npy"))
+            with self.assertRaisesRegex(ModelFormatError, "not a model NPZ"):
+                selector.load(os.path.join(tmp, "plain.npy"))
 
     def test_identity_table_equals_the_full_first_layer(self):
         model = random_selector(3)
@@ -132,7 +143,7 @@ class FileAndApiTest(unittest.TestCase):
         grid = block_grid(21, 19)
         for i in (0, 2, len(grid) - 1):
             one = model.predict_topk(x[i], k=2)
-            self.assertEqual(set(one), {name for name, _ in selector.HEADS})
+            self.assertEqual(set(one), {name for name, _ in HEADS})
             for name, pairs in one.items():
                 self.assertEqual([c for c, _ in pairs], batch[name][0][i].tolist())
             ws = features.workspace_from_vector(x[i])
@@ -149,9 +160,9 @@ class TrainingTest(unittest.TestCase):
             Image.fromarray(samples).save(path)
             kw = dict(blocks_per_image=20, candidates=16, ranker_hidden=8, scan_hidden=8,
                       ranker_epochs=2, scan_epochs=2, cache=os.path.join(tmp, "cache"))
-            a = selector.train([path], **kw)
+            a = selector_training.train([path], **kw)
             self.assertTrue(os.listdir(os.path.join(tmp, "cache")))
-            b = selector.train([path], **kw)           # from the label cache
+            b = selector_training.train([path], **kw)           # from the label cache
             for pa, pb in zip(a.ranker + a.scan, b.ranker + b.scan):
                 np.testing.assert_array_equal(pa, pb)
             self.assertEqual(a.candidates, 16)
@@ -161,13 +172,9 @@ class TrainingTest(unittest.TestCase):
             for col in (35, 39, 43):
                 self.assertFalse(a.scan[0][col].any())
             self.assertEqual(a.metadata["images"], ["img.bmp"])
-            grid, _, bits, trials = selector.select_image(samples, a)
-            self.assertEqual(len(bits), len(grid))
-            self.assertTrue((trials <= 16).all())
-
-
-if __name__ == "__main__":
-    unittest.main()
+            sel = a.choose_image(samples)
+            self.assertEqual(len(sel["bits"]), len(sel["grid"]))
+            self.assertTrue((sel["trials"] <= 16).all())
 
 
 class GuideApiTest(unittest.TestCase):
@@ -212,16 +219,13 @@ class GuideApiTest(unittest.TestCase):
                 enc = cost.BlockEncoder(ws)
                 cfg, bits = bs.select_block_config(x[i], self.model, enc, 9, -9, 0, cap)
                 self.assertLessEqual(enc.trials, cap)
-                want_cfg, want_bits, _ = selector.select_one(ws, self.model,
-                                                             cost.BlockEncoder(ws), cap)
+                want_cfg, want_bits, _ = select_one(ws, self.model, cost.BlockEncoder(ws), cap)
                 self.assertEqual((list(cfg.values()), bits), (want_cfg, want_bits))
                 self.assertEqual(list(cfg), ["predictor", "filter", "reorder", "interleave"])
         with self.assertRaises(ValueError):
             bs.select_block_config(x[0], self.model, enc, max_trials=0)
-        with self.assertRaises(TypeError):
+        with self.assertRaises(trials.TrialError):
             bs.select_block_config(x[0], self.model, lambda *c: None)
-        with self.assertRaisesRegex(TypeError, "select_block_config"):
-            bs.plan_trials(x, self.model)
 
     def test_batch_and_image_apis(self):
         import beam_search_runtime as bs
@@ -233,14 +237,13 @@ class GuideApiTest(unittest.TestCase):
         self.assertTrue((trials <= 7).all())
         for i in range(len(grid)):
             ws = block_workspaces(self.samples, grid[i:i + 1])[0]
-            cfg, b, n = selector.select_one(ws, self.model, cost.BlockEncoder(ws), 7)
+            cfg, b, n = select_one(ws, self.model, cost.BlockEncoder(ws), 7)
             self.assertEqual((configs[i].tolist(), bits[i], trials[i]), (cfg, b, n))
         choices, bits, trials = bs.encode_choices(self.samples, self.path, max_trials=7)
-        _, want_choices, want_bits, want_trials = selector.select_image(self.samples,
-                                                                         self.model, 7)
-        np.testing.assert_array_equal(choices, want_choices)
-        np.testing.assert_array_equal(bits, want_bits)
-        np.testing.assert_array_equal(trials, want_trials)
+        want = self.model.choose_image(self.samples, 7)
+        np.testing.assert_array_equal(choices, want["choices"])
+        np.testing.assert_array_equal(bits, want["bits"])
+        np.testing.assert_array_equal(trials, want["trials"])
 
     def test_encode_cli_with_a_selector_round_trips(self):
         from tlg8 import decode, encode
@@ -268,14 +271,66 @@ class GuideApiTest(unittest.TestCase):
                  "--selector-epochs", "1", "1", "--selector-hidden", "4", "4", "--no-cache",
                  "--quiet"])
         self.assertEqual(status, 0, err.getvalue())
-        loaded = selector.load_selector(os.path.join(export, "pair_selector.npz"))
+        loaded = selector.load(os.path.join(export, "pair_selector.npz"))
         self.assertEqual(loaded.metadata["options"]["blocks_per_image"], 10)
         with open(os.path.join(export, "selector_metrics.json")) as f:
             self.assertIn("a.png", f.read())
-        for argv in ([os.path.join(self.tmp.name, "missing"), "--selector"],
-                     [images, "--selector", "--probe-pairs", "0"]):
-            with contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()):
+        for argv, reason in (([os.path.join(self.tmp.name, "missing"), "--selector"],
+                              "no such file"),
+                             ([images, "--selector", "--probe-pairs", "0"], "at least 1"),
+                             ([images, "--selector", "--epochs", "3"],
+                              "--epochs does not apply to --selector"),
+                             ([images, "--candidates", "3"], "--candidates does not apply without --selector"),
+                             ([images, "--selector", "--lr", "0.1", "--split", "block"],
+                              "--lr, --split do not apply")):
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
                 with self.assertRaises(SystemExit) as e:
                     train_multitask.main(argv)
             self.assertEqual(e.exception.code, 2)
+            self.assertIn(reason, err.getvalue())
+
+    def test_train_multitask_selector_dry_run_and_load(self):
+        import contextlib
+        import io
+        import train_multitask
+        images = os.path.join(self.tmp.name, "dry")
+        os.makedirs(images, exist_ok=True)
+        Image.fromarray(random_image(13, 24, 24, 3)).save(os.path.join(images, "b.png"))
+        with open(os.path.join(images, "broken.png"), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n broken")
+        export = os.path.join(self.tmp.name, "dry-export")
+        small = ["--blocks-per-image", "5", "--selector-epochs", "1", "1", "--no-cache",
+                 "--quiet"]
+
+        def run(*argv):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                status = train_multitask.main(list(argv))
+            return status, out.getvalue(), err.getvalue()
+
+        status, out, err = run(images, "--selector", "--dry-run", "--export-dir", export, *small)
+        self.assertEqual(status, 0, err)
+        self.assertIn("b.png: 9 full blocks, 5 drawn", out)
+        self.assertIn("broken.png", err)                     # reported, skipped
+        self.assertFalse(os.path.exists(export))             # --dry-run never trains
+        status, _, err = run(images, "--selector", "--strict", *small)
+        self.assertEqual(status, 1)
+        self.assertIn("broken.png", err)
+        # --load: the same kind fine-tunes, the other kind is one clear line
+        status, _, err = run(images, "--selector", "--load", self.path, "--export-dir", export,
+                             *small)
+        self.assertEqual(status, 0, err)
+        tuned = selector.load(os.path.join(export, "pair_selector.npz"))
+        self.assertEqual(tuned.ranker[0].shape, self.model.ranker[0].shape)
+        self.assertEqual(tuned.metadata["options"]["load"], self.path)
+        sample = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "data", "sample.jsonl.gz")
+        status, _, err = run(sample, "--load", self.path, "--epochs", "1", "--quiet")
+        self.assertEqual(status, 1)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("fine-tunes multitask models only", err)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -231,11 +231,6 @@ def configs_bits(ws, configs):
     return block_configs_bits(residuals, configs, ws.shape[3] - 2, ws.shape[2] - 1)
 
 
-def planes_configs_bits(planes, configs, w, h):
-    """configs_bits from block-last residual planes (features.residual_planes)."""
-    return block_configs_bits(features.block_major(planes), configs, w, h)
-
-
 TRIAL_CHUNK = 16384         # trials per pass: bounds the (C, lanes, n) temporaries
 
 

@@ -1,76 +1,105 @@
-"""Decode a .tlg8 file to PNG or BMP.
+"""Decode .tlg8 files to PNG or BMP.
 
-    python3 -m tlg8.decode IN.tlg8 OUT.png|OUT.bmp [--quiet] [--max-pixels N]
+    tlg8 decode FILE... [-o OUT.png|OUT.bmp | --out-dir DIR] [--format png|bmp]
+                [--max-pixels N] [--quiet]
+    python3 -m tlg8.decode IN.tlg8 OUT.png            (the same command)
 
-BMP output is 32-bit BGRA when the file has 4 components and some A != 255, 24-bit
-otherwise (what the reference writes); PNG output is RGBA or RGB by the same rule. The
-output appears atomically (temporary file + rename). Errors: one line on stderr naming the
-file and the reason, exit status 1.
+Inputs are recognised by their header (any name, .tlg included). BMP output is 32-bit BGRA
+when the file has 4 components and some A != 255, 24-bit otherwise (what the reference
+writes); PNG output is RGBA or RGB by the same rule. Outputs default to the input's name
+with .png (in --out-dir when given) and appear atomically. A bad input gets one error line
+naming it and the reason; the others are still decoded; the exit status is then 1.
 """
 import argparse
 import os
 import sys
 import time
 
-import numpy as np
-
-from . import Tlg8Error
-from .fileio import atomic_write
-from .tlgfile import MAX_PIXELS, decode_tlg8
+from . import Tlg8Error, cli
+from .codec import from_tlg8_order, read_file
+from .fileio import atomic_write, check_writable
+from .tlgfile import MAX_PIXELS
 
 FORMATS = {".png": "PNG", ".bmp": "BMP"}
 
 
-def to_rgb(samples, ncomp):
-    """uint8 (H, W, 3|4) RGB or RGBA for writing: TLG8 order (A, R, G, B) -> (R, G, B, A);
-    alpha is kept only when some A != 255."""
-    if ncomp == 4 and (samples[..., 0] != 255).any():
-        return np.ascontiguousarray(samples[..., [1, 2, 3, 0]])
-    return np.ascontiguousarray(samples[..., -3:])
-
-
 def write_image(path, samples, ncomp):
-    """Write samples as PNG or BMP (by the extension of path), atomically."""
+    """Write TLG8 samples as PNG or BMP (by the extension of path), atomically."""
     from PIL import Image
 
     fmt = FORMATS[os.path.splitext(path)[1].lower()]
-    image = Image.fromarray(to_rgb(samples, ncomp))
+    image = Image.fromarray(from_tlg8_order(samples, ncomp, keep_alpha=False))
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python3 -m tlg8.decode", description="Decode a .tlg8 file to PNG or BMP.")
-    parser.add_argument("input", help=".tlg8 file")
-    parser.add_argument("output", help="output image, .png or .bmp")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+def build_parser(prog):
+    parser = argparse.ArgumentParser(prog=prog, description="Decode .tlg8 files to PNG or BMP.")
+    parser.add_argument("inputs", nargs="+", metavar="FILE",
+                        help=".tlg8 files; with exactly two arguments, a second one ending in "
+                             ".png or .bmp is the output")
+    parser.add_argument("-o", "--output", metavar="OUT", help="output image (one input only)")
+    parser.add_argument("--out-dir", metavar="DIR", help="write each output here")
+    parser.add_argument("--format", choices=("png", "bmp"), default="png",
+                        help="format of default-named outputs (default png)")
+    parser.add_argument("--max-pixels", type=cli.positive_int, default=MAX_PIXELS,
                         help=f"refuse images larger than this (default {MAX_PIXELS})")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return parser
+
+
+def output_paths(args, parser):
+    inputs = list(args.inputs)
+    if args.output is None and len(inputs) == 2 and \
+            os.path.splitext(inputs[1])[1].lower() in FORMATS:
+        args.output = inputs.pop()               # the classic `decode IN.tlg8 OUT.png`
+    if args.output is not None:
+        if len(inputs) != 1 or args.out_dir:
+            parser.error("-o/--output takes one input and no --out-dir")
+        if os.path.splitext(args.output)[1].lower() not in FORMATS:
+            parser.error(f"{args.output}: output must end in .png or .bmp")
+        return [(inputs[0], args.output)]
+    pairs = [(path, os.path.join(args.out_dir or os.path.dirname(path),
+                                 os.path.splitext(os.path.basename(path))[0] + "." + args.format))
+             for path in inputs]
+    if len({out for _, out in pairs}) != len(pairs):
+        parser.error("two inputs would write the same output name; use --out-dir or -o")
+    return pairs
+
+
+def main(argv=None, prog="python3 -m tlg8.decode"):
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if os.path.splitext(args.output)[1].lower() not in FORMATS:
-        parser.error(f"{args.output}: output must end in .png or .bmp")
-    start = time.perf_counter()
-    try:
-        with open(args.input, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        print(f"error: {args.input}: cannot read ({e.strerror or e})", file=sys.stderr)
-        return 1
-    try:
-        samples, ncomp, choices = decode_tlg8(data, max_pixels=args.max_pixels)
-    except Tlg8Error as e:
-        print(f"error: {args.input}: {e}", file=sys.stderr)
-        return 1
-    try:
-        write_image(args.output, samples, ncomp)
-    except OSError as e:
-        print(f"error: {args.output}: cannot write ({e.strerror or e})", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        height, width = samples.shape[:2]
-        print(f"{args.output}: {width} x {height}, {ncomp} components, {len(choices)} blocks, "
-              f"{time.perf_counter() - start:.2f} s")
-    return 0
+    jobs = output_paths(args, parser)
+    return cli.run(lambda: _run(args, jobs))
+
+
+def _run(args, jobs):
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    for _, out in jobs:
+        check_writable(out)
+    failed = 0
+    with cli.progress(len(jobs), args.quiet, unit="file") as bar:
+        for path, out in jobs:
+            bar.set_description(os.path.basename(path))
+            start = time.perf_counter()
+            try:
+                samples, ncomp, choices = read_file(path, args.max_pixels)
+                try:
+                    write_image(out, samples, ncomp)
+                except OSError as e:
+                    raise Tlg8Error(f"{out}: cannot write ({e.strerror or e})") from None
+            except Tlg8Error as e:
+                cli.error(e)
+                failed += 1
+            else:
+                if not args.quiet:
+                    height, width = samples.shape[:2]
+                    bar.write(f"{out}: {width} x {height}, {ncomp} components, "
+                              f"{len(choices)} blocks, {time.perf_counter() - start:.2f} s",
+                              file=sys.stdout)
+            bar.update(1)
+    return cli.EXIT_ERROR if failed else 0
 
 
 if __name__ == "__main__":

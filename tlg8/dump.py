@@ -18,9 +18,9 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from . import Tlg8Error
-from .fileio import atomic_write
-from .image import block_batches, block_grid, block_workspaces, read_image
+from . import Tlg8Error, cli
+from .fileio import atomic_write, check_writable
+from .image import MAX_PIXELS, block_batches, block_grid, block_workspaces, read_image
 from .search import MODES, chunk_size, search_blocks
 
 _ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n", 0x0D: "\\r",
@@ -65,11 +65,11 @@ def format_records(tag, samples, grid, best, second):
 _worker_image = {}
 
 
-def _search_part(path, pixel_format, mode, lo, hi):
+def _search_part(path, pixel_format, mode, lo, hi, max_pixels=MAX_PIXELS):
     key = (path, pixel_format)
     if key not in _worker_image:
         _worker_image.clear()
-        _worker_image[key] = read_image(path, pixel_format)[0]
+        _worker_image[key] = read_image(path, pixel_format, max_pixels=max_pixels)[0]
     samples = _worker_image[key]
     grid = block_grid(samples.shape[1], samples.shape[0])[lo:hi]
     best = np.zeros((len(grid), 6), np.int64)
@@ -84,9 +84,9 @@ def _parts(n_blocks, mode):
     return [(lo, min(n_blocks, lo + step)) for lo in range(0, n_blocks, step)]
 
 
-def main(argv=None):
+def main(argv=None, prog="python3 -m tlg8.dump"):
     parser = argparse.ArgumentParser(
-        prog="python3 -m tlg8.dump",
+        prog=prog,
         description="Write TLG8 training records (the reference encoder's "
                     "--tlg8-dump-training format) for BMP/PNG images.")
     parser.add_argument("images", nargs="+", help="24/32-bit BMP or PNG files")
@@ -105,32 +105,35 @@ def main(argv=None):
                         default="auto", help="component count as the reference's option")
     parser.add_argument("--append", action="store_true",
                         help="append to --out (the reference opens its dump in append mode)")
-    parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--jobs", type=cli.positive_int, default=1,
+                        help="worker processes (default 1)")
+    parser.add_argument("--max-pixels", type=cli.positive_int, default=MAX_PIXELS,
+                        help=f"refuse larger images, checked from the header (default "
+                             f"{MAX_PIXELS})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    return cli.run(lambda: _run(args))
 
-    from tqdm import tqdm
 
+def _run(args):
+    check_writable(args.out)                 # before any work
     # Read every image once up front: a bad one is reported before any work is done.
     images = []
     failed = 0
     for path in args.images:
         try:
-            samples, _ = read_image(path, args.pixel_format)
+            samples, _ = read_image(path, args.pixel_format, max_pixels=args.max_pixels)
         except Tlg8Error as e:
-            print(f"error: {e}", file=sys.stderr)
+            cli.error(e)
             failed += 1
             continue
         images.append((path, samples))
     if not images:
-        print("error: no image could be read; nothing written", file=sys.stderr)
-        return 1
+        cli.error("no image could be read; nothing written")
+        return cli.EXIT_ERROR
 
     total = sum(s.shape[0] * s.shape[1] for _, s in images)
     n_blocks = sum(len(block_grid(s.shape[1], s.shape[0])) for _, s in images)
-    bar = tqdm(total=n_blocks, unit="block", disable=args.quiet or None, file=sys.stderr)
     written = 0
 
     def write(tmp):
@@ -146,7 +149,8 @@ def main(argv=None):
                     tag = os.path.basename(path) if args.tag_basename else (args.tag or path)
                     grid = block_grid(samples.shape[1], samples.shape[0])
                     parts = _parts(len(grid), args.mode)
-                    jobs = [(path, args.pixel_format, args.mode, lo, hi) for lo, hi in parts]
+                    jobs = [(path, args.pixel_format, args.mode, lo, hi, args.max_pixels)
+                            for lo, hi in parts]
                     results = (pool.map(_search_part, *zip(*jobs)) if pool
                                else (_search_part(*job) for job in jobs))
                     for (lo, hi), (best, second) in zip(parts, results):
@@ -156,16 +160,11 @@ def main(argv=None):
                         written += hi - lo
             stream.close()
 
-    try:
+    with cli.progress(n_blocks, args.quiet) as bar:
         atomic_write(args.out, write)
-    except OSError as e:
-        print(f"error: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
-        return 1
-    finally:
-        bar.close()
     print(f"{written} records from {len(images)} image(s) ({total} pixels) -> {args.out}"
           + (f"; {failed} image(s) failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    return cli.EXIT_ERROR if failed else 0
 
 
 if __name__ == "__main__":

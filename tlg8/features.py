@@ -31,6 +31,8 @@ the per-block API). Nothing here depends on the learned models; the ML side impo
 import numpy as np
 
 from . import stages
+from .heads import HEAD_OFFSETS, HEAD_SIZES, head_labels
+from .image import block_batches, block_grid, block_workspaces
 
 # Distinct magnitude sequences of one predictor: (kind, x, y). Kinds as in the docstring.
 SEQUENCES = (
@@ -112,27 +114,13 @@ def sequence_stats(mags):
     return sad, nonzero
 
 
-def pair_component_stats(seq_stat, ncomp):
-    """(8, S, N) per-sequence statistic -> (N, 8, 96, C) per pair and coded component."""
-    return np.ascontiguousarray(seq_stat.transpose(2, 0, 1))[:, :, PAIR_SEQUENCE[:, :ncomp]]
-
-
-def pair_sad(ws):
-    """Sum of absolute filtered residuals of all 768 pairs: (N, 8, 96) int64 (the baseline
-    proxy), straight from the definition of the colour filter; for tests and baselines."""
-    from .search import CANDIDATE_INDEX, filter_candidates
-    res = stages.all_residuals(np.asarray(ws))
-    cand = np.abs(filter_candidates(res).astype(np.int64)).sum(-1)
-    return cand[:, :, CANDIDATE_INDEX[:, :ws.shape[1]]].sum(-1)
-
-
 # ---------------------------------------------------------------------------------------
 # Pair candidates and their features (the learned selector's inputs)
 
 N_PAIRS = stages.N_PREDICTORS * stages.N_FILTERS      # pair id = predictor * 96 + filter
 PAIR_PREDICTOR = np.repeat(np.arange(stages.N_PREDICTORS), stages.N_FILTERS)
 PAIR_FILTER = np.tile(np.arange(stages.N_FILTERS), stages.N_PREDICTORS)
-MAX_COMPONENTS = 4
+MAX_COMPONENTS = stages.MAX_COMPONENTS
 
 
 def block_stats(ws):
@@ -173,17 +161,16 @@ def top_pairs(proxy, k):
 #   log2(1 + total sad * 64 / n)                                            -> 1
 #   one-hot predictor (8), filter perm (6), primary (4), secondary (4)      -> 22
 PAIR_FEATURE_LAYOUT = "pairs-v1"
-N_PAIR_FEATURES = 3 * MAX_COMPONENTS + 1 + 22
+N_PAIR_ONEHOTS = int(HEAD_SIZES[:4].sum())            # 22: the pair heads' classes
+N_PAIR_FEATURES = 3 * MAX_COMPONENTS + 1 + N_PAIR_ONEHOTS
 
 
 def _pair_onehots():
-    perm, primary, secondary = stages.split_filter_code(PAIR_FILTER)
-    out = np.zeros((N_PAIRS, 22), np.float32)
-    rows = np.arange(N_PAIRS)
-    out[rows, PAIR_PREDICTOR] = 1
-    out[rows, 8 + perm] = 1
-    out[rows, 14 + primary] = 1
-    out[rows, 18 + secondary] = 1
+    """(768, 22): the pair's predictor and filter-part classes, one-hot in head order."""
+    labels = head_labels(np.stack([PAIR_PREDICTOR, PAIR_FILTER, PAIR_PREDICTOR * 0,
+                                   PAIR_PREDICTOR * 0], axis=1))[:, :4]
+    out = np.zeros((N_PAIRS, N_PAIR_ONEHOTS), np.float32)
+    out[np.arange(N_PAIRS)[:, None], HEAD_OFFSETS[:4] + labels] = 1
     return out
 
 
@@ -413,7 +400,6 @@ def workspace_from_vector(vector):
 
 def image_workspace_vectors(samples, grid=None):
     """workspace-v1 vectors (N, 363) of an image's blocks (default: all, in block order)."""
-    from .image import block_batches, block_grid, block_workspaces
     if grid is None:
         grid = block_grid(samples.shape[1], samples.shape[0])
     out = np.zeros((len(grid), N_WORKSPACE_FEATURES), np.float32)

@@ -32,7 +32,7 @@ _PERMS = np.array(stages.PERMUTATIONS)
 # [0, 3) comp 0 by source, [3, 27) comp 1 by (perm, primary), [27, 51) comp 2 by
 # (perm, secondary), 51 comp 3.
 N_CANDIDATES = 52
-CANDIDATE_INDEX = np.stack([_PERMS[_perm, 0], 3 + (_codes >> 2), 27 + _perm * 4 + _secondary,
+CANDIDATE_INDEX = np.stack([_PERMS[_perm, 0], 3 + _perm * 4 + _primary, 27 + _perm * 4 + _secondary,
                             np.full(stages.N_FILTERS, 51)], axis=1)
 
 # Position of every (p, f, r, i, e) in the reference's trial order; ties in bits go to the
@@ -91,7 +91,7 @@ def early_exit_mask(e_pred, e_pair):
 
 def _reorders(w, h):
     """Distinct scan orders for this block size: 8 tables, or 1 for edge blocks."""
-    if w == 8 and h == 8:
+    if stages.is_full_block(w, h):
         return stages.REORDER_TABLES
     return np.arange(w * h)[None, :]
 

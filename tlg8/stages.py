@@ -12,6 +12,7 @@ N_FILTERS = 96
 N_REORDERS = 8
 N_INTERLEAVES = 2
 N_ENTROPIES = 2
+MAX_COMPONENTS = 4          # A, R, G, B (cost spec §1.1); 3 without alpha
 
 # Reference search trial orders (cost spec §7.1).
 PREDICTOR_ORDER = (0, 4, 1, 3, 5, 2, 7, 6)
@@ -198,16 +199,14 @@ def inverse_color_filter(filtered, code):
     return out
 
 
-def all_filters(res):
-    """All 96 filters of residuals (..., C, n) -> (..., 96, C, n), code order."""
-    if res.shape[-2] < 3:
-        return res[..., None, :, :]
-    return np.stack([color_filter(res, code) for code in range(N_FILTERS)], axis=-3)
+def is_full_block(w, h):
+    """Full 8x8 block (reorders apply) or edge block (raster order for every reorder, §4)."""
+    return w == 8 and h == 8
 
 
 def reorder_index(reorder, w, h):
     """Scan order of a w x h block: T_r for full 8x8 blocks, raster order for edge blocks."""
-    if w == 8 and h == 8:
+    if is_full_block(w, h):
         return REORDER_TABLES[reorder]
     return np.arange(w * h)
 

@@ -16,6 +16,8 @@ import tempfile
 
 import numpy as np
 
+from .fileio import atomic_write
+
 SEED = 20261125
 
 
@@ -110,7 +112,8 @@ def write_images(directory):
     paths = []
     for name, rgba in make_images().items():
         path = os.path.join(directory, name + ".png")
-        Image.fromarray(rgba, "RGBA").save(path)
+        image = Image.fromarray(rgba, "RGBA")
+        atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
         paths.append(path)
     return paths
 
@@ -124,9 +127,8 @@ def write_sample(out, quiet=True):
         return dump.main(args + (["--quiet"] if quiet else []))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python3 -m tlg8.synth", description=__doc__.split(
-        "\n\n")[0])
+def main(argv=None, prog="python3 -m tlg8.synth"):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("outdir", nargs="?", help="directory for the PNG images")
     parser.add_argument("--sample", metavar="OUT.jsonl.gz",
                         help="instead, write the sample training dump made from the images")

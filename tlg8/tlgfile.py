@@ -576,6 +576,17 @@ def read_header(data):
             "offset": off}
 
 
+def tile_records(data):
+    """(start, length) of every tile payload of a file, after read_header (§3.3)."""
+    hdr = read_header(data)
+    width, height = hdr["width"], hdr["height"]
+    ntiles = -(-width // min(hdr["tile_w"], width)) * -(-height // min(hdr["tile_h"], height))
+    if ntiles * 5 > len(data) - hdr["offset"]:
+        raise Tlg8FormatError(f"{ntiles} tiles cannot fit in the {len(data) - hdr['offset']} "
+                              f"bytes after the header (truncated or bad sizes)")
+    return _records(memoryview(data).cast("B"), hdr["offset"], ntiles)
+
+
 def _records(data, offset, ntiles):
     """(start, length) of each tile payload (§3.3)."""
     out = []

@@ -1,0 +1,132 @@
+"""Images to .tlg8 bytes and back: the library behind `tlg8 encode|decode`, `tlg8.read`,
+`tlg8.write` and the Pillow plugin.
+
+    rgba = tlg8.read("photo.tlg8")                  # (H, W, 3 or 4) uint8, RGB(A) order
+    tlg8.write("copy.tlg8", rgba)                   # the shipped model, <= 16 trials/block
+
+Arrays in RGB(A) order (Pillow's) are what users hold; the codec's own order is TLG8's
+(R, G, B or A, R, G, B: `to_tlg8_order`, `from_tlg8_order`).
+
+Searches (`choose_blocks`):
+* model      - a model's choices with at most max_trials trials per block: the shipped pair
+               selector (tlg8.selector.default_model) unless a loaded model is given;
+* reference  - the reference encoder's search (tlg8.search): tlgconv's bytes;
+* exhaustive - every configuration, the true minimum of the bit estimate.
+"""
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from . import Tlg8Error, search as block_search, trials
+from .fileio import atomic_write
+from .image import TILE_H, block_grid
+from .selector import default_model
+from .tlgfile import MAX_PIXELS, decode_tlg8, encode_tlg8
+
+SEARCHES = ("model", "reference", "exhaustive")
+
+
+class EncodeError(Tlg8Error):
+    """The encoder cannot do what was asked (bad array, bad option)."""
+
+
+def to_tlg8_order(rgb):
+    """(H, W, 3|4) uint8 RGB(A) -> TLG8 samples (R, G, B or A, R, G, B); RGBA that is fully
+    opaque stays 4 components (the caller asked for alpha)."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or \
+            0 in rgb.shape[:2]:
+        raise EncodeError(f"an image array is uint8 (H, W, 3 or 4) with H, W >= 1, not "
+                          f"{rgb.dtype} {rgb.shape}")
+    if rgb.shape[2] == 3:
+        return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb[..., [3, 0, 1, 2]])
+
+
+def from_tlg8_order(samples, ncomp, keep_alpha=True):
+    """TLG8 samples -> RGB(A) uint8. keep_alpha=False drops an alpha that is all 255 (what
+    the reference's BMP writer does)."""
+    if ncomp == 4 and (keep_alpha or (samples[..., 0] != 255).any()):
+        return np.ascontiguousarray(samples[..., [1, 2, 3, 0]])
+    return np.ascontiguousarray(samples[..., -3:])
+
+
+def choose_blocks(samples, search="model", model=None, max_trials=16, progress=None,
+                  jobs=1):
+    """Per-block configurations of an image, in block_grid order.
+
+    model: a loaded model (any kind of the model interface) for search "model"; None is the
+    shipped one. Returns (choices int64 (N, 5) = predictor, filter, reorder, interleave,
+    entropy; estimated bits int64 (N,); trials per block int64 (N,) or None if unknown).
+    progress: optional callable(number of blocks just finished). jobs > 1 splits the image
+    into bands of whole tile rows, one task each: tiles are coded independently, so the
+    choices are the same as with one process.
+    """
+    if search not in SEARCHES:
+        raise EncodeError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
+    max_trials = trials.check_max_trials(max_trials)
+    if search == "model" and model is None:
+        model = default_model()
+    if jobs <= 1:
+        return _choose(samples, search, model, max_trials, progress)
+    height = samples.shape[0]
+    rows = max(TILE_H, -(-height // (4 * jobs)) // TILE_H * TILE_H)
+    bands = [(y, min(height, y + rows)) for y in range(0, height, rows)]
+    results = []
+    with ProcessPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_choose, samples[y0:y1], search, model, max_trials)
+                   for y0, y1 in bands]
+        for (y0, y1), future in zip(bands, futures):
+            results.append(future.result())
+            if progress is not None:
+                progress(len(block_grid(samples.shape[1], y1 - y0)))
+    choices, bits, counts = zip(*results)
+    return (np.concatenate(choices), np.concatenate(bits),
+            None if counts[0] is None else np.concatenate(counts))
+
+
+def _choose(samples, search, model, max_trials, progress=None):
+    if search == "model":
+        sel = model.choose_image(samples, max_trials, progress=progress)
+        return sel["choices"], sel["bits"], sel["trials"]
+    _, best, _ = block_search.search_image(samples, search, progress=progress)
+    return best[:, :5], best[:, 5], None
+
+
+def encode_samples(samples, search="model", model=None, max_trials=16, progress=None, jobs=1):
+    """TLG8 samples (H, W, C) -> .tlg8 file bytes (see choose_blocks)."""
+    choices, _, _ = choose_blocks(samples, search, model, max_trials, progress, jobs)
+    return encode_tlg8(samples, choices)
+
+
+def write(path, array, search="model", max_trials=16, model=None):
+    """Write an RGB or RGBA uint8 array (H, W, 3|4) as a .tlg8 file, atomically."""
+    data = encode_samples(to_tlg8_order(array), search, model, max_trials)
+    atomic_write(path, lambda tmp: _write_bytes(tmp, data))
+
+
+def read(path, max_pixels=MAX_PIXELS):
+    """A .tlg8 file as an RGB or RGBA uint8 array (H, W, 3|4); Tlg8FormatError (naming the
+    file) for anything that is not a valid .tlg8 file."""
+    samples, ncomp, _ = read_file(path, max_pixels)
+    return from_tlg8_order(samples, ncomp)
+
+
+def read_file(path, max_pixels=MAX_PIXELS):
+    """decode_tlg8 of a file: (samples in TLG8 order, C, choices); errors name the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise Tlg8Error(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return decode_tlg8(data, max_pixels=max_pixels)
+    except Tlg8Error as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
