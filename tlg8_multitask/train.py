@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from tlg8 import Tlg8Error, heads, records
-from tlg8.fileio import write_file
+from tlg8 import Tlg8Error, cli, heads, records
+from tlg8.fileio import check_writable, write_file
 from tlg8.heads import mean_two_choice, metrics_of
 from tlg8.selector import DEFAULTS as STRATEGY, SELECTOR_FORMAT
 from tlg8.modelfile import ModelFormatError
@@ -361,22 +361,19 @@ def write_json_atomic(path, obj):
 def train(model, data, train_idx, val_idx, args, summary, log, out):
     """The epoch loop. Returns (status, best summary or None); status is "completed",
     "early-stop" or "diverged"."""
-    from tqdm import tqdm
-
     rng = np.random.default_rng(args.seed + 1)
     optimizer = model.make_optimizer(args.lr, args.weight_decay)
     batch = args.batch_size
     x = np.empty((batch, model.n_features), np.float32)
     target = np.empty((batch, mm.N_OUTPUTS), np.float32)
     best_score, best, since_best = -1.0, None, 0
-    bar_off = args.quiet or not sys.stderr.isatty()
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         order = rng.permutation(train_idx)
         counts = np.zeros((len(heads.HEADS), 3), np.int64)
         loss_sum = 0.0
-        bar = tqdm(total=len(order), unit="blk", desc=f"epoch {epoch}/{args.epochs}",
-                   leave=False, disable=bar_off)
+        bar = cli.progress(len(order), args.quiet, desc=f"epoch {epoch}/{args.epochs}",
+                           leave=False)
         for lo in range(0, len(order), batch):
             part = np.sort(order[lo:lo + batch])    # sorted: cache-friendly gathers
             b = len(part)
@@ -430,7 +427,7 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
 
 
 def diverged(what, args):
-    print(f"error: {what}; training stopped.", file=sys.stderr)
+    cli.error(f"{what}; training stopped.")
     print(f"advice: halve the learning rate (--lr {args.lr / 2:g} instead of {args.lr:g}) and "
           f"check the data with --dry-run.", file=sys.stderr)
 
@@ -513,7 +510,7 @@ def train_selector(args, parser):
                                        f"fine-tunes pair selectors only (train that model "
                                        f"with train_multitask.py DATA --load)")
     except Tlg8Error as e:
-        print(f"error: {e}", file=sys.stderr)
+        cli.error(f"{e}")
         return EXIT_ERROR
     images = [path for path, _ in found]
     if args.dry_run:
@@ -529,7 +526,7 @@ def train_selector(args, parser):
     try:
         log_file = open_log(args)
     except OSError as e:
-        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        cli.error(f"cannot write {e.filename}: {e.strerror}")
         return EXIT_ERROR
 
     def epoch(name, index, loss):
@@ -548,7 +545,7 @@ def train_selector(args, parser):
             weight_decay=args.weight_decay, seed=args.seed, cache=cache, log=log, init=init,
             epoch_log=epoch)
     except Tlg8Error as e:
-        print(f"error: {e}", file=sys.stderr)
+        cli.error(f"{e}")
         return EXIT_ERROR
     finally:
         if log_file:
@@ -573,7 +570,7 @@ def train_selector(args, parser):
                           dict(model.metadata, seconds=round(seconds, 1),
                                images=[os.path.abspath(p) for p in images]))
     except OSError as e:
-        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        cli.error(f"cannot write {e.filename}: {e.strerror}")
         return EXIT_ERROR
     print(f"selector in {path}", file=sys.stdout)
     return 0
@@ -591,13 +588,36 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    out = sys.stdout
     try:
         resolve_options(args)
     except UsageError as e:
         parser.error(str(e))
-    if args.selector:
-        return train_selector(args, parser)
+
+    def body():
+        check_outputs(args)
+        return train_selector(args, parser) if args.selector else train_multitask(args, parser)
+    return cli.run(body)
+
+
+def check_outputs(args):
+    """The export directory and log file can be written: said now, not after an epoch."""
+    targets = [args.log_file] if args.log_file else []
+    if args.export_dir and not args.dry_run:
+        targets.append(os.path.join(args.export_dir, "metrics.json"))
+    for path in targets:
+        directory = os.path.dirname(os.path.abspath(path))
+        existing = directory
+        while not os.path.exists(existing):          # makedirs will create the rest
+            existing = os.path.dirname(existing)
+        try:
+            check_writable(os.path.join(existing, os.path.basename(path))
+                           if existing != directory else path)
+        except OSError as e:
+            raise Tlg8Error(f"cannot write {path} ({cli.os_error(e)})") from None
+
+
+def train_multitask(args, parser):
+    out = sys.stdout
     try:
         check_options(args)
         data, report = load_data(args)
@@ -605,7 +625,7 @@ def main(argv=None):
     except UsageError as e:
         parser.error(str(e))
     except records.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        cli.error(f"{e}")
         return EXIT_ERROR
     dup = duplicate_blocks(data)
     if args.dry_run:
@@ -619,12 +639,12 @@ def main(argv=None):
         try:
             model = load_model(args.load)
         except (Tlg8Error, OSError) as e:
-            print(f"error: --load: {e}", file=sys.stderr)
+            cli.error(f"--load: {e}")
             return EXIT_ERROR
         if model.format != mm.MODEL_FORMAT:
-            print(f"error: --load {args.load}: a {model.format} model; train_multitask.py DATA "
-                  f"fine-tunes multitask models only (a pair selector fine-tunes with "
-                  f"--selector IMAGES --load {args.load})", file=sys.stderr)
+            cli.error(f"--load {args.load}: a {model.format} model; train_multitask.py DATA "
+                      f"fine-tunes multitask models only (a pair selector fine-tunes with "
+                      f"--selector IMAGES --load {args.load})")
             return EXIT_ERROR
         if args.hidden_dims and tuple(args.hidden_dims) != model.hidden_dims:
             print(f"warning: --hidden-dims ignored; --load {args.load} has "
@@ -659,7 +679,7 @@ def main(argv=None):
             os.makedirs(args.export_dir, exist_ok=True)
         log = open_log(args)
     except OSError as e:
-        print(f"error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        cli.error(f"cannot write {e.filename}: {e.strerror}")
         return EXIT_ERROR
     try:
         # Overflow and NaN are detected from the losses and reported with advice;
