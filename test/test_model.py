@@ -218,6 +218,13 @@ class InferenceTest(unittest.TestCase):
         self.assertEqual(len(self.model.predict_topk(features, k=5)["head_interleave"]), 2)
         with self.assertRaisesRegex(ValueError, "topk_arrays"):
             self.model.predict_topk(self.x)
+        for bad_k in (0, -1, 2.5, True, "2"):          # k=-1 used to return size-1 classes
+            with self.assertRaisesRegex(ValueError, "positive integer"):
+                self.model.predict_topk(features, k=bad_k)
+        hostile = features.copy()
+        hostile[5] = np.inf
+        with self.assertRaisesRegex(ValueError, "finite"):
+            self.model.predict_topk(hostile)
 
     def test_build_filter_candidates_brute_force(self):
         for i in range(len(self.x)):

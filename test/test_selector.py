@@ -150,6 +150,16 @@ class FileAndApiTest(unittest.TestCase):
             np.testing.assert_array_equal(ws, block_workspaces(samples, grid[i:i + 1])[0])
         with self.assertRaisesRegex(ValueError, "363"):
             model.topk_arrays(np.zeros((2, 259), np.float32))
+        for bad_k in (0, -1, 2.5, True, "2"):
+            with self.assertRaisesRegex(ValueError, "positive integer"):
+                model.topk_arrays(x, k=bad_k)
+        hostile = x[:1].copy()
+        hostile[0, 40] = np.nan
+        with self.assertRaisesRegex(ValueError, "finite"):
+            model.topk_arrays(hostile)
+        hostile[0, 40] = 300
+        with self.assertRaisesRegex(ValueError, "0..255"):
+            model.predict_topk(hostile)
 
 
 class TrainingTest(unittest.TestCase):
@@ -330,6 +340,18 @@ class GuideApiTest(unittest.TestCase):
         self.assertEqual(status, 1)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("fine-tunes multitask models only", err)
+
+
+class ShippedModelTest(unittest.TestCase):
+    def test_the_shipped_model_loads_and_records_its_training(self):
+        model = selector.default_model()
+        self.assertEqual(model.format, selector.SELECTOR_FORMAT)
+        self.assertIn("train_multitask.py --selector", model.metadata["command"])
+        names = [d["file"] for d in model.metadata["data"]]
+        self.assertEqual(names, ["dko_s.bmp", "dko_sss.bmp", "dko_t.bmp", "img1.bmp",
+                                 "img2.bmp", "img3.bmp"])
+        self.assertTrue(all(len(d["sha256"]) == 64 for d in model.metadata["data"]))
+        self.assertLess(os.path.getsize(selector.DEFAULT_MODEL), 100_000)
 
 
 if __name__ == "__main__":

@@ -394,8 +394,10 @@ def workspace_from_vector(vector):
     if not (1 <= w <= 8 and 1 <= h <= 8 and 3 <= ncomp <= MAX_COMPONENTS) or \
             (v[:3] != (w, h, ncomp)).any():
         raise ValueError(f"bad {WORKSPACE_LAYOUT} header (w, h, C) = {tuple(v[:3])}")
-    grid = v[3:].reshape(MAX_COMPONENTS, 9, 10)
-    return grid[:ncomp, :h + 1, :w + 2].astype(np.int32)
+    grid = v[3:].reshape(MAX_COMPONENTS, 9, 10)[:ncomp, :h + 1, :w + 2]
+    if not ((grid >= 0) & (grid <= 255) & (grid == np.round(grid))).all():
+        raise ValueError(f"{WORKSPACE_LAYOUT} samples must be integers 0..255")
+    return grid.astype(np.int32)
 
 
 def image_workspace_vectors(samples, grid=None):

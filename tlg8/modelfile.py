@@ -9,6 +9,7 @@ ModelFormatError naming the file and the reason.
 """
 import json
 import os
+import tokenize
 import zipfile
 import zlib
 
@@ -20,6 +21,13 @@ MAX_ARRAY_ELEMENTS = 1 << 24       # 64 MB of float32; the largest model here ha
 MAX_TEXT_CHARS = 1 << 20           # metadata JSON and format strings
 RETRAIN = ("re-train with `python3 train_multitask.py DATA --export-dir DIR` to get a model "
            "in the current format")
+# What zipfile and the .npy reader raise on damaged data (RuntimeError: encrypted members;
+# NotImplementedError: unknown compression or zip version).
+# The .npy header is a Python literal that NumPy parses: a damaged one also raises what the
+# tokenizer and literal_eval raise.
+_ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+               NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError,
+               TypeError, KeyError)
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                    (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -42,7 +50,7 @@ class ModelFile:
         try:
             self._zip = zipfile.ZipFile(self.path)
             names = self._zip.namelist()
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        except _ZIP_ERRORS as e:
             raise self.error(f"not a model NPZ file ({e}); {RETRAIN}") from None
         self.files = [n[:-4] for n in names if n.endswith(".npy")]
         if "format" not in self.files:
@@ -78,8 +86,7 @@ class ModelFile:
                 data = f.read(count * dtype.itemsize)
         except (ModelFormatError, _HeaderOnly):
             raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
-                NotImplementedError) as e:
+        except _ZIP_ERRORS as e:
             raise self.error(f"array {key!r} cannot be read ({e})") from None
         if len(data) != count * dtype.itemsize:
             raise self.error(f"array {key!r} is truncated")
@@ -112,9 +119,15 @@ class ModelFile:
             if np.prod(got, dtype=np.float64) > MAX_ARRAY_ELEMENTS:
                 raise self.error(f"array {key!r} of shape {got} is larger than any model")
         value = self._read(key, check)
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise self.error(f"array {key!r} has non-finite values (NaN or inf)")
-        return np.array(value, dtype, order="C")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.array(value, dtype, order="C")
+        if (value.dtype.kind == "f" and not np.isfinite(value).all()) or \
+                (out.dtype.kind == "f" and not np.isfinite(out).all()):
+            raise self.error(f"array {key!r} has non-finite values (NaN or inf) or values "
+                             f"beyond {np.dtype(dtype).name}")
+        if out.dtype.kind in "iu" and not np.array_equal(out, value):
+            raise self.error(f"array {key!r} has values beyond {np.dtype(dtype).name}")
+        return out
 
     def text(self, key):
         """A string stored as a 0-d unicode array."""

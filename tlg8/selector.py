@@ -174,7 +174,7 @@ class PairSelector:
         [p, f, r, i], bits, trials). The two rounds adapt to the measured bits; the beam
         search's margins do not apply and are ignored."""
         max_trials = trials.check_max_trials(max_trials)
-        ws = feat.workspace_from_vector(features)[None]
+        ws = feat.workspace_from_vector(self._check_features(features)[0])[None]
         _, pairs, _, options, _ = self.rank(ws, max_trials=max_trials)
         return trials.two_rounds_callback(
             pairs[0], options[0], self.probe_pairs, self.probe_options, max_trials,
@@ -212,6 +212,8 @@ class PairSelector:
             raise ValueError(f"features must have shape ({feat.N_WORKSPACE_FEATURES},) or "
                              f"(N, {feat.N_WORKSPACE_FEATURES}) (layout "
                              f"{feat.WORKSPACE_LAYOUT}), not {np.shape(features)}")
+        if not np.isfinite(x).all():
+            raise ValueError("features must be finite numbers (no NaN or inf)")
         return x
 
     def _groups(self, x):

@@ -565,6 +565,7 @@ def train_selector(args, parser):
                                               "selector_lr", "load")}
         model.metadata["command"] = "python3 train_multitask.py " + " ".join(
             sys.argv[1:] if args.argv is None else args.argv)
+        model.metadata["data"] = [file_record(p) for p in images]
         model.save(path)
         write_json_atomic(os.path.join(args.export_dir, "selector_metrics.json"),
                           dict(model.metadata, seconds=round(seconds, 1),
@@ -574,6 +575,17 @@ def train_selector(args, parser):
         return EXIT_ERROR
     print(f"selector in {path}", file=sys.stdout)
     return 0
+
+
+def file_record(path):
+    """What a model records of a training file: name, size and SHA-256."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            digest.update(piece)
+    return {"file": os.path.basename(path), "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest()}
 
 
 def open_log(args):
