@@ -42,7 +42,7 @@ class Tlg8ImageFile(ImageFile.ImageFile):
             raise SyntaxError(str(e)) from None
         self._size = (info["width"], info["height"])
         self._mode = "RGBA" if info["ncomp"] == 4 else "RGB"
-        self.tile = [ImageFile._Tile(FORMAT, (0, 0) + self.size, 0, None)]
+        self.tile = [(FORMAT, (0, 0) + self.size, 0, None)]
 
     def load_seek(self, pos):       # the decoder reads the whole file itself
         self.fp.seek(pos)
@@ -65,7 +65,8 @@ class Tlg8Decoder(ImageFile.PyDecoder):
 def _save(im, fp, filename):
     options = im.encoderinfo
     if im.mode not in ("RGB", "RGBA"):
-        im = im.convert("RGBA" if im.has_transparency_data else "RGB")
+        alpha = "A" in im.getbands() or "transparency" in im.info
+        im = im.convert("RGBA" if alpha else "RGB")
     data = encode_samples(to_tlg8_order(np.asarray(im)), options.get("search", "model"),
                           max_trials=options.get("max_trials", 16))
     fp.write(data)
