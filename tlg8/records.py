@@ -502,10 +502,6 @@ def parse_chunk(data, line0, names, fast=True, max_record=MAX_RECORD):
     problems. fast=False sends every line through the json.loads path (the tests compare the
     two). Memory is ~300 bytes per line: parse_file passes at most _CHUNK_LINES lines.
     """
-    # Whitespace only and no line too long (a flood of blank lines): no records, no problems.
-    newlines = data.count(b"\n")
-    if len(data) - newlines <= max_record and data.isspace():
-        return _empty_arrays(0), [], newlines
     cut = data.rfind(b"\n") + 1
     body, rest = data[:cut], data[cut:]
     has_rest = bool(rest.strip())
@@ -679,7 +675,12 @@ def parse_file(path, fast=True, progress=None, max_record=MAX_RECORD,
                 line0 += 1
             else:
                 _, data, done = item
-                for batch in _line_batches(data):
+                newlines = data.count(b"\n")
+                # Whitespace only and no line too long (a flood of blank lines): nothing to
+                # parse, and parse_chunk would spend ~150 ns per line on it.
+                blank = len(data) - newlines <= max_record and data.isspace()
+                line0 += newlines if blank else 0
+                for batch in () if blank else _line_batches(data):
                     arrays, probs, lines = parse_chunk(batch, line0, names, fast, max_record)
                     parts.append(arrays)
                     problems += [(path,) + p for p in probs]
