@@ -680,7 +680,7 @@ def parse_file(path, fast=True, progress=None, max_record=MAX_RECORD,
                 # parse, and parse_chunk would spend ~150 ns per line on it.
                 blank = len(data) - newlines <= max_record and data.isspace()
                 line0 += newlines if blank else 0
-                for batch in () if blank else _line_batches(data):
+                for batch in () if blank else _line_batches(data, newlines):
                     arrays, probs, lines = parse_chunk(batch, line0, names, fast, max_record)
                     parts.append(arrays)
                     problems += [(path,) + p for p in probs]
@@ -703,9 +703,10 @@ def parse_file(path, fast=True, progress=None, max_record=MAX_RECORD,
     return _join(parts, list(names)), problems
 
 
-def _line_batches(data):
-    """`data` cut after newlines into pieces of at most _CHUNK_LINES lines."""
-    if data.count(b"\n") <= _CHUNK_LINES:
+def _line_batches(data, newlines):
+    """`data` (holding `newlines` newlines) cut after newlines into pieces of at most
+    _CHUNK_LINES lines."""
+    if newlines <= _CHUNK_LINES:
         if data:
             yield data
         return
