@@ -31,6 +31,7 @@ the per-block API). Nothing here depends on the learned models; the ML side impo
 import numpy as np
 
 from . import stages
+from .stages import MAX_COMPONENTS
 from .heads import HEAD_OFFSETS, HEAD_SIZES, head_labels
 from .image import block_batches, block_grid, block_workspaces
 
@@ -120,7 +121,6 @@ def sequence_stats(mags):
 N_PAIRS = stages.N_PREDICTORS * stages.N_FILTERS      # pair id = predictor * 96 + filter
 PAIR_PREDICTOR = np.repeat(np.arange(stages.N_PREDICTORS), stages.N_FILTERS)
 PAIR_FILTER = np.tile(np.arange(stages.N_FILTERS), stages.N_PREDICTORS)
-MAX_COMPONENTS = stages.MAX_COMPONENTS
 
 
 def block_stats(ws):

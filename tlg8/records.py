@@ -11,27 +11,43 @@ whole chunks of the file; a line that differs from the template in any byte goes
 `json.loads` path, which is the definition of what is valid and which writes the messages.
 Both paths accept exactly the same records (the tests compare them on mutated lines).
 Decompression runs in a background thread, overlapping the parsing. Parsed files are cached
-as .npz keyed by (absolute path, size, mtime) so a second run does not parse again.
+as .npz keyed by (absolute path, size, mtime, limits) so a second run does not parse again.
+
+Hostile input (docs/robustness.md). Memory stays bounded whatever the file holds: text is
+decompressed and parsed in pieces, a line longer than `max_record` is dropped while it is read
+(a RECORD_TOO_LONG problem), names are at most MAX_NAME bytes, and after `max_problems`
+problems the rest of a file is not read (TOO_MANY_PROBLEMS). A damaged cache entry is
+reported once and rebuilt.
 """
 import hashlib
 import json
 import os
 import queue
-import sys
 import threading
+import zipfile
 import zlib
 
 import numpy as np
 
-from . import Tlg8Error
+from . import Tlg8Error, cli
+from .fileio import write_file
 from .image import BLOCK
-from .stages import N_ENTROPIES, N_FILTERS, N_INTERLEAVES, N_PREDICTORS, N_REORDERS
+from .stages import (MAX_COMPONENTS, N_ENTROPIES, N_FILTERS, N_INTERLEAVES, N_PREDICTORS,
+                     N_REORDERS)
 
 CANDIDATE_KEYS = ("predictor", "filter", "reorder", "interleave", "entropy")
 CANDIDATE_LIMITS = (N_PREDICTORS, N_FILTERS, N_REORDERS, N_INTERLEAVES, N_ENTROPIES)
-MAX_COMPONENTS = 4
 MAX_BITS = 2 ** 32 - 1       # bits are stored as uint32
 MAX_COORD = 2 ** 31 - 1      # image sizes and origins are stored as int32
+# Longest line (bytes, without the newline) read as a record; a real one is ~1-2 KB. Longer
+# lines are dropped as they are read, so a file without newlines costs no more memory.
+MAX_RECORD = 1 << 20
+# Longest `image` tag (bytes, a path). The names array has a fixed width of 4 bytes per
+# character of the longest name, for every distinct name, so one huge name must not pass.
+MAX_NAME = 4096
+# Problems listed per file; a file with more is not read further (damaged beyond use, and
+# each bad line costs a json.loads and a message).
+MAX_PROBLEMS = 1000
 
 # Dataset layout (N = number of records; all arrays have N rows except `names`):
 #   pixels (N, 8, 8, 4) uint8  block samples in (y, x, c) order, zero outside w x h x C
@@ -55,13 +71,19 @@ TRUNCATED_LINE = "truncated last line"
 EMPTY_FILE = "empty file"
 NO_DATA_FILES = "directory without dumps"
 BAD_COMPRESSION = "corrupt compressed data"
+UNREADABLE = "unreadable file"
+RECORD_TOO_LONG = "line too long"
+TOO_MANY_PROBLEMS = "too many problems"
 CACHE_WARNING = "cache"      # the cache could not be written: reported, never fatal
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DATA_SUFFIXES = (".jsonl", ".jsonl.gz")
 # Parse unit. The temporaries of a chunk (about 4x its size) then stay in the CPU caches:
 # 2 MiB chunks parse about 30 % faster than 8 MiB ones, and smaller ones pay overhead.
 _CHUNK = 2 << 20
+# Lines parsed together. Parsing allocates ~300 bytes of row arrays per line, so a chunk of
+# 2 MiB of short (e.g. blank) lines is split: 16384 lines -> 5 MB (real records: ~1900 lines).
+_CHUNK_LINES = 1 << 14
 
 
 class DataError(Tlg8Error):
@@ -116,7 +138,10 @@ def concat_datasets(parts):
 # Slow path: json.loads and explicit checks. This is the definition of a valid record.
 
 def _show(value):
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value)
+    except RecursionError:       # json.loads took it, but we are a few frames deeper here
+        text = f"a {type(value).__name__} nested too deeply to show"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -165,6 +190,8 @@ def decode_record(line):
         obj = json.loads(line)
     except ValueError as e:
         raise BadRecord(INVALID_JSON, str(e)) from None
+    except RecursionError:
+        raise BadRecord(INVALID_JSON, "arrays or objects nested too deeply") from None
     return check_record(obj)
 
 
@@ -175,6 +202,10 @@ def check_record(obj):
     name = _get(obj, "image", "")
     if not isinstance(name, str):
         raise BadRecord(WRONG_TYPE, f"'image' is {_show(name)}, not a string")
+    # Bytes as in the file for a name without escapes (the fast path counts those).
+    nbytes = len(name.encode("utf-8", "surrogateescape"))
+    if nbytes > MAX_NAME:
+        raise BadRecord(OUT_OF_RANGE, f"'image' has {nbytes} bytes, more than {MAX_NAME}")
     width, height = _pair(obj, "image_size", 1, MAX_COORD)
     _pair(obj, "tile_origin", 0, MAX_COORD)
     bx, by = _pair(obj, "block_origin", 0, MAX_COORD)
@@ -342,12 +373,13 @@ def _comma_values(pad, delims):
     return ok, value.astype(np.uint8)
 
 
-def _fast_parse(data, names, extra_rows):
-    """Parse the canonical lines of `data` (complete lines, each ending in a newline).
+def _fast_parse(data, names, extra_rows, max_record=MAX_RECORD):
+    """Parse the canonical lines of `data` (complete lines, each ending in a newline) of at
+    most `max_record` bytes.
 
-    Returns (arrays, ids, accepted): arrays and ids have a row per line plus `extra_rows`,
-    filled for the accepted lines; `names` (name -> id) is extended. The lines that are
-    not accepted need the slow path.
+    Returns (arrays, ids, done): arrays and ids have a row per line plus `extra_rows`,
+    filled for the accepted lines; `names` (name -> id) is extended. done marks the accepted
+    lines and the blank ones (id -1: not records); the others need the slow path.
     """
     size = len(data)
     # pad[p + 8] = text byte p. The zero margin after the text lets literal and digit
@@ -372,6 +404,7 @@ def _fast_parse(data, names, extra_rows):
     # or control byte goes to the slow path, so this finds the name's end exactly.
     quote = delims[first] - 1
     ok = (count >= len(_HEADER) + 3 + len(_BEST) + 1) & (quote >= starts + len(_NAME_PREFIX))
+    ok &= (ends - starts <= max_record) & (quote - starts - len(_NAME_PREFIX) <= MAX_NAME)
     ok &= (text[np.maximum(quote, 0)] == 34) & _has_literal(words, starts, _NAME_T)
     lines = np.flatnonzero(ok)
     raw = [data[a:b] for a, b in zip((starts[lines] + len(_NAME_PREFIX)).tolist(),
@@ -448,37 +481,47 @@ def _fast_parse(data, names, extra_rows):
     arrays["bits"][rows, 0] = labels[5, good]
     arrays["second"][rows[sec]] = labels[6:11, good][:, sec].T
     arrays["bits"][rows[sec], 1] = labels[11, good][sec]
-    accepted = np.zeros(n, bool)
-    accepted[rows] = True
-    return arrays, ids, accepted
+    # Blank lines (bytes.strip() whitespace only) are found here, so that a flood of them
+    # costs no Python loop. Every line's span includes its newline, so none is empty. A
+    # blank line longer than max_record is still a problem, as on the slow path.
+    space = (text == 32) | ((text >= 9) & (text <= 13))
+    done = ~np.logical_or.reduceat(~space, starts) if n else np.zeros(0, bool)
+    done &= ends - starts <= max_record
+    done[rows] = True
+    return arrays, ids, done
 
 
-def parse_chunk(data, line0, names, fast=True):
+def parse_chunk(data, line0, names, fast=True, max_record=MAX_RECORD):
     """Parse lines of a dump. Returns (arrays, problems, number of newlines).
 
     arrays["image"] holds ids into `names` (dict name -> id, extended in place); problems
     are (line, kind, detail) with line numbers counted from line0 (1-based). Text after
     the last newline is the file's last line without its newline: a truncated line unless
-    it is a complete record (then it is accepted). fast=False sends every line through
-    the json.loads path (the tests compare the two).
+    it is a complete record (then it is accepted). Lines longer than `max_record` bytes are
+    problems. fast=False sends every line through the json.loads path (the tests compare the
+    two). Memory is ~300 bytes per line: parse_file passes at most _CHUNK_LINES lines.
     """
     cut = data.rfind(b"\n") + 1
     body, rest = data[:cut], data[cut:]
     has_rest = bool(rest.strip())
     if fast and cut:
-        arrays, ids, accepted = _fast_parse(body, names, has_rest)
+        arrays, ids, done = _fast_parse(body, names, has_rest, max_record)
     else:
-        accepted = np.zeros(body.count(b"\n"), bool)
-        arrays = _empty_arrays(len(accepted) + has_rest)
-        ids = np.full(len(accepted) + has_rest, -1, np.int32)
-    n = len(accepted)
-    slow = np.flatnonzero(~accepted).tolist()
+        done = np.zeros(body.count(b"\n"), bool)
+        arrays = _empty_arrays(len(done) + has_rest)
+        ids = np.full(len(done) + has_rest, -1, np.int32)
+    n = len(done)
+    slow = np.flatnonzero(~done).tolist()
     lines = body.split(b"\n") if slow else ()
     if has_rest:
         slow.append(n)
     problems = []
     for i in slow:
         line = lines[i] if i < n else rest
+        if len(line) > max_record:
+            ids[i] = -1
+            problems.append((line0 + i, RECORD_TOO_LONG, _too_long(len(line), max_record)))
+            continue
         if not line.strip():
             ids[i] = -1
             continue                                    # blank lines are not records
@@ -503,10 +546,45 @@ def parse_chunk(data, line0, names, fast=True):
 # ---------------------------------------------------------------------------------------
 # Files: decompression in a background thread (overlapping the parsing), chunking, caching.
 
-def _read_chunks(path, out, stop):
-    """Feed queue `out` with ("data", bytes, compressed bytes read) items, each ending at a
-    newline except the last, then ("error", reason) if the file is damaged, then None.
-    Returns early once `stop` is set (the consumer gave up)."""
+def _too_long(length, max_record):
+    return f"the line has {length} bytes, more than the limit of {max_record} (max_record); skipped"
+
+
+def _text_pieces(f, gz):
+    """The text of an open dump in pieces of at most _CHUNK bytes. A .gz is decompressed a
+    piece at a time (a gzip bomb never exists in memory as a whole); it may hold several
+    gzip members (dumps compressed one by one and concatenated). Raises zlib.error for a
+    damaged stream and EOFError for one that ends early."""
+    if not gz:
+        while True:
+            raw = f.read(_CHUNK)
+            if not raw:
+                return
+            yield raw
+    dec = zlib.decompressobj(31)
+    while True:
+        raw = f.read(_CHUNK // 4)
+        if not raw:
+            break
+        while raw:
+            if dec.eof:
+                dec = zlib.decompressobj(31)
+            piece = dec.decompress(raw, _CHUNK)
+            raw = dec.unused_data if dec.eof else dec.unconsumed_tail
+            if piece:
+                yield piece
+    if f.tell() and not dec.eof:
+        raise EOFError("the compressed stream ends early (truncated .gz file)")
+
+
+def _read_chunks(path, out, stop, max_record):
+    """Feed queue `out`, in file order, with
+        ("data", text, compressed bytes read)  whole lines (the last item may lack the newline)
+        ("long", length)                       one line longer than max_record, dropped
+        ("error", kind, reason)                the file is damaged or unreadable; nothing follows
+        ("raise", exception)                   a bug here, raised again by the consumer
+    then None. Holds at most about _CHUNK + max_record bytes of text. Returns early once
+    `stop` is set (the consumer gave up)."""
     def put(item):
         while not stop.is_set():
             try:
@@ -517,52 +595,67 @@ def _read_chunks(path, out, stop):
         return False
 
     pending = b""
+    dropped = None               # bytes so far of a too-long line being dropped
+    done = 0
     try:
         with open(path, "rb") as f:
-            gz = path.endswith(".gz")
-            dec = zlib.decompressobj(31) if gz else None
-            while True:
-                raw = f.read(_CHUNK // 4 if gz else _CHUNK)
-                if not raw:
-                    break
-                if gz:
-                    piece = dec.decompress(raw)
-                    # A .gz may hold several gzip members (e.g. dumps compressed one by one
-                    # and concatenated); each new member needs a new decompressor.
-                    while dec.eof and dec.unused_data:
-                        extra = dec.unused_data
-                        dec = zlib.decompressobj(31)
-                        piece += dec.decompress(extra)
-                    pending += piece
-                else:
-                    pending += raw
+            for piece in _text_pieces(f, path.endswith(".gz")):
+                done = f.tell()
+                if dropped is not None:
+                    end = piece.find(b"\n")
+                    if end < 0:
+                        dropped += len(piece)
+                        continue
+                    if not put(("long", dropped + end)):
+                        return
+                    dropped = None
+                    piece = piece[end + 1:]
+                pending += piece
                 cut = pending.rfind(b"\n") + 1
-                if len(pending) >= _CHUNK and cut:
-                    if not put(("data", pending[:cut], f.tell())):
+                if len(pending) - cut > max_record:
+                    # The last line is already too long: pass on the lines before it and
+                    # drop the rest of it up to its newline.
+                    if not put(("data", pending[:cut], done)):
+                        return
+                    dropped = len(pending) - cut
+                    pending = b""
+                elif len(pending) >= _CHUNK and cut:
+                    if not put(("data", pending[:cut], done)):
                         return
                     pending = pending[cut:]
-            put(("data", pending, f.tell()))
-            pending = b""
-            if gz and not dec.eof and f.tell():
-                put(("error", "the compressed stream ends early (truncated .gz file)"))
-    except zlib.error as e:
-        put(("data", pending, 0))
-        put(("error", f"not a valid gzip stream ({e})"))
+            error = None
+    except (zlib.error, EOFError) as e:
+        error = (BAD_COMPRESSION, str(e) if isinstance(e, EOFError)
+                 else f"not a valid gzip stream ({e})")
     except OSError as e:
-        put(("error", f"cannot read the file ({e.strerror or e})"))
-    put(None)
+        error = (UNREADABLE, f"cannot read the file ({e.strerror or e})")
+    except Exception as e:       # noqa: BLE001 - a bug: the consumer raises it, never hangs
+        put(("raise", e))
+        return
+    # The text before the damage is still passed on (its last line is reported as truncated).
+    items = [("long", dropped)] if dropped is not None else []
+    items.append(("data", pending, done))
+    if error:
+        items.append(("error",) + error)
+    for item in items + [None]:
+        if not put(item):
+            return
 
 
-def parse_file(path, fast=True, progress=None):
+def parse_file(path, fast=True, progress=None, max_record=MAX_RECORD,
+               max_problems=MAX_PROBLEMS):
     """Parse one dump file, without the cache. Returns (dataset, problems).
 
-    problems: list of (path, line or None, kind, detail).
+    problems: list of (path, line or None, kind, detail); at most max_problems of them and
+    then a TOO_MANY_PROBLEMS one, after which the file is not read further. Lines longer
+    than max_record bytes are RECORD_TOO_LONG problems.
     progress: optional callable(compressed bytes read so far).
     """
     path = os.fspath(path)
     pieces = queue.Queue(maxsize=2)
     stop = threading.Event()
-    reader = threading.Thread(target=_read_chunks, args=(path, pieces, stop), daemon=True)
+    reader = threading.Thread(target=_read_chunks, args=(path, pieces, stop, max_record),
+                              daemon=True)
     reader.start()
     names = {}
     parts, problems = [], []
@@ -572,23 +665,57 @@ def parse_file(path, fast=True, progress=None):
             item = pieces.get()
             if item is None:
                 break
+            if item[0] == "raise":
+                raise item[1]
             if item[0] == "error":
-                problems.append((path, None, BAD_COMPRESSION, item[1]))
-                continue
-            _, data, done = item
-            if data:
-                arrays, probs, lines = parse_chunk(data, line0, names, fast)
-                parts.append(arrays)
-                problems += [(path,) + p for p in probs]
-                line0 += lines
-            if progress:
-                progress(done)
+                problems.append((path, None, item[1], item[2]))
+            elif item[0] == "long":
+                problems.append((path, line0, RECORD_TOO_LONG, _too_long(item[1], max_record)))
+                line0 += 1
+            else:
+                _, data, done = item
+                newlines = data.count(b"\n")
+                # Whitespace only and no line too long (a flood of blank lines): nothing to
+                # parse, and parse_chunk would spend ~150 ns per line on it.
+                blank = len(data) - newlines <= max_record and data.isspace()
+                line0 += newlines if blank else 0
+                for batch in () if blank else _line_batches(data, newlines):
+                    arrays, probs, lines = parse_chunk(batch, line0, names, fast, max_record)
+                    parts.append(arrays)
+                    problems += [(path,) + p for p in probs]
+                    line0 += lines
+                    if len(problems) > max_problems:
+                        break
+                if progress:
+                    progress(done)
+            if len(problems) > max_problems:
+                del problems[max_problems:]
+                problems.append((path, None, TOO_MANY_PROBLEMS,
+                                 f"more than {max_problems} problems (max_problems); the file "
+                                 f"is not read after line {line0 - 1}"))
+                break
     finally:
         stop.set()                  # an exception here must not leave the reader blocked
         reader.join()
     if not any(len(p["image"]) for p in parts) and not problems:
         problems.append((path, None, EMPTY_FILE, "the file holds no records"))
     return _join(parts, list(names)), problems
+
+
+def _line_batches(data, newlines):
+    """`data` (holding `newlines` newlines) cut after newlines into pieces of at most
+    _CHUNK_LINES lines."""
+    if newlines <= _CHUNK_LINES:
+        if data:
+            yield data
+        return
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)[_CHUNK_LINES - 1::_CHUNK_LINES]
+    start = 0
+    for end in (ends + 1).tolist():
+        yield data[start:end]
+        start = end
+    if start < len(data):
+        yield data[start:]
 
 
 def find_dump_files(paths):
@@ -626,65 +753,85 @@ def _cache_path(cache_dir, path):
     return os.path.join(cache_dir, f"{key}.npz")
 
 
-def _file_key(path):
+def _file_key(path, max_record, max_problems):
+    """What a cache entry is valid for: the file's identity and the limits it was read with."""
     st = os.stat(path)
     return {"version": CACHE_VERSION, "path": os.path.abspath(path),
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "max_record": max_record, "max_problems": max_problems}
+
+
+def _check_dataset(data):
+    """Raise ValueError unless `data` has the layout of DATASET_KEYS (a damaged or foreign
+    cache entry must not become a wrong dataset)."""
+    template = _empty_arrays(0)
+    n = len(data["image"])
+    for k in DATASET_KEYS:
+        if data[k].dtype != template[k].dtype or data[k].shape[1:] != template[k].shape[1:] \
+                or len(data[k]) != n:
+            raise ValueError(f"array '{k}' has shape {data[k].shape} and type {data[k].dtype}")
+    names = data["names"]
+    if names.dtype.kind != "U" or names.ndim != 1 or \
+            (n and not 0 <= data["image"].min() <= data["image"].max() < len(names)):
+        raise ValueError("the image names do not match the records")
 
 
 def _cache_load(cache_dir, path, key):
-    """The cached (dataset, problems) of `path`, or None when absent, stale or unreadable."""
+    """(hit, warning). hit: the cached (dataset, problems) of `path`, or None when there is
+    no entry, it is stale, or it is damaged; warning: why an existing entry could not be
+    used (it is then rebuilt), else None."""
+    entry = _cache_path(cache_dir, path)
+    if not os.path.exists(entry):
+        return None, None
     try:
-        with np.load(_cache_path(cache_dir, path), allow_pickle=False) as npz:
+        with np.load(entry, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
             if meta["key"] != key:
-                return None
+                return None, None
             data = {k: npz[k] for k in DATASET_KEYS + ("names",)}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        return None
-    problems = [(path, line, kind, detail) for line, kind, detail in meta["problems"]]
-    return data, problems
+        _check_dataset(data)
+        problems = [(path, line, kind, detail) for line, kind, detail in meta["problems"]]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        return None, f"the cache entry {entry} is damaged ({e}); it is rebuilt"
+    return (data, problems), None
 
 
 def _cache_store(cache_dir, path, key, data, problems):
     """Write the cache entry atomically; a cache that cannot be written is only a warning."""
     meta = {"key": key, "problems": [p[1:] for p in problems]}
     target = _cache_path(cache_dir, path)
-    tmp = f"{target}.{os.getpid()}.tmp"
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        with open(tmp, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **data)
-        os.replace(tmp, target)
+        write_file(target, "wb", lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **data))
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return f"cannot write the cache {target} ({e.strerror or e})"
     return None
 
 
-def load_file(path, cache_dir=None, progress=None):
+def load_file(path, cache_dir=None, progress=None, max_record=MAX_RECORD,
+              max_problems=MAX_PROBLEMS):
     """(dataset, problems, from_cache) of one dump, through the cache when cache_dir is set.
 
-    The cache entry is keyed by the absolute path, size and modification time, so an
-    edited or replaced file is parsed again. Problems are cached too, so a second run
-    reports the same warnings (and --strict fails the same way).
+    The cache entry is keyed by the absolute path, size and modification time (and the
+    limits), so an edited or replaced file is parsed again. Problems are cached too, so a
+    second run reports the same warnings (and --strict fails the same way). A damaged entry
+    gives one CACHE_WARNING and is rebuilt.
     """
     path = os.fspath(path)
-    key = _file_key(path) if cache_dir else None
+    key = _file_key(path, max_record, max_problems) if cache_dir else None
+    warnings = []
     if cache_dir:
-        hit = _cache_load(cache_dir, path, key)
+        hit, warning = _cache_load(cache_dir, path, key)
         if hit is not None:
             if progress:
                 progress(key["size"])
             return hit[0], hit[1], True
-    data, problems = parse_file(path, progress=progress)
+        warnings.append(warning)
+    data, problems = parse_file(path, progress=progress, max_record=max_record,
+                                max_problems=max_problems)
     if cache_dir:
-        warning = _cache_store(cache_dir, path, key, data, problems)
-        if warning:
-            problems = problems + [(path, None, CACHE_WARNING, warning)]
+        warnings.append(_cache_store(cache_dir, path, key, data, problems))
+    problems = problems + [(path, None, CACHE_WARNING, w) for w in warnings if w]
     return data, problems, False
 
 
@@ -694,7 +841,8 @@ def format_problem(problem):
     return f"{where}: {kind}: {detail}"
 
 
-def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False):
+def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False,
+               max_record=MAX_RECORD, max_problems=MAX_PROBLEMS):
     """Read dumps (files and directories) into one dataset.
 
     Returns (dataset, report). report: files, records, problems (list), problem counts by
@@ -702,6 +850,7 @@ def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False):
     first problem raises DataError instead. warn(problem) is called for each problem as it
     is found (cache-write failures are warnings, never fatal). progress: show a tqdm bar
     (it stays silent when stderr is not a terminal). No records at all raise DataError.
+    max_record, max_problems: the limits of parse_file (bytes per line, problems per file).
     """
     files, problems = find_dump_files(paths)
     report = {"files": files, "problems": [], "cached": 0}
@@ -718,16 +867,15 @@ def load_dumps(paths, cache_dir=None, strict=False, warn=None, progress=False):
     sizes = [os.path.getsize(f) for f in files]
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=sum(sizes), unit="B", unit_scale=True, desc="reading dumps",
-                   disable=not sys.stderr.isatty(), leave=False)
+        bar = cli.progress(sum(sizes), unit="B", unit_scale=True, desc="reading dumps",
+                           leave=False)
     parts = []
     done = 0
     for path, size in zip(files, sizes):
         def advance(n, base=done):
             if bar is not None:
                 bar.update(base + n - bar.n)
-        data, probs, cached = load_file(path, cache_dir, advance)
+        data, probs, cached = load_file(path, cache_dir, advance, max_record, max_problems)
         report["cached"] += cached
         note(probs)
         parts.append(data)
