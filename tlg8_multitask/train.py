@@ -8,16 +8,25 @@ prints the train/validation loss and per-head validation top1/top2/two_choice; w
 mean validation two_choice improves, multitask_best.npz and metrics.json are written to
 --export-dir. Exit status: 0 done, 1 bad data or options, 2 usage, 3 training diverged.
 
+    python3 train_multitask.py DATA... --image-dir DIR [--export-dir out/guide] ...
+
+trains the pair selector (tlg8.selector), the model that wins in real bits, from the same
+dumps: each record's `image` tag is found under DIR (or is itself a path) and the block's
+neighbourhood rebuilt from the image; records without their image or whose pixels differ
+are counted and left out. The per-epoch table and the exports are the same
+(multitask_best.npz is then a selector file). Without --image-dir, a one-line hint says so.
+
     python3 train_multitask.py --selector IMAGE... --export-dir out/selector
 
-trains the pair selector (tlg8.selector) instead: it ranks (predictor, filter) pairs
-from cost-model statistics of each block and its neighbours, which the dumps do not store,
-so its DATA are images (BMP/PNG, or directories of them) and its labels are the exact bits
-of the cost model. It writes pair_selector.npz (loads with MultiTaskModel.load, runs with
+trains the pair selector from images alone: it ranks (predictor, filter) pairs from
+cost-model statistics of each block and its neighbours, which the dumps do not store, so
+its DATA are images (BMP/PNG, or directories of them) and its labels are the exact bits of
+the cost model. It writes pair_selector.npz (loads with MultiTaskModel.load, runs with
 beam_search_runtime and python3 -m tlg8.encode --model) and selector_metrics.json.
 
 Each path honours the options that apply to it and refuses, with one line, those that do
-not (--epochs with --selector, --candidates without it, ...). --dry-run never trains.
+not (--epochs with --selector, --candidates without it, --lr with --image-dir, ...).
+--dry-run never trains.
 """
 import argparse
 import json
@@ -819,7 +828,8 @@ def report_matches(data, usable, images, problems):
 
 
 def draw(data, index, per_image, rng):
-    """Up to per_image records of each image among `index`, sorted (dump order)."""
+    """Up to per_image records of each image among `index`: image by image (ascending
+    image id), each image's in dump order."""
     out = []
     for i in np.unique(data["image"][index]).tolist():
         mine = index[data["image"][index] == i]
@@ -892,12 +902,10 @@ def train_from_dumps(args, parser, data, report, usable, images, out):
     except OSError as e:
         cli.error(f"cannot write {e.filename}: {e.strerror}")
         return EXIT_ERROR
-    # Validation labels in the order of the concatenated parts (image by image).
-    val_order = np.concatenate([val_idx[sub["image"][val_idx] == i]
-                                for i in np.unique(sub["image"][val_idx]).tolist()])
-    val_best = heads.head_labels(sub["best"][val_order])
-    val_second = heads.head_labels(sub["second"][val_order])
-    val_tie = heads.tie_mask(sub["second"][val_order], sub["bits"][val_order])
+    # draw() groups the indices image by image, as the parts are: labels line up.
+    val_best = heads.head_labels(sub["best"][val_idx])
+    val_second = heads.head_labels(sub["second"][val_idx])
+    val_tie = heads.tie_mask(sub["second"][val_idx], sub["bits"][val_idx])
     options = {k: v for k, v in vars(args).items() if k not in ("argv", "given")}
     summary = {
         "format": "tlg8-multitask-metrics/1", "options": options,
@@ -928,7 +936,7 @@ def train_from_dumps(args, parser, data, report, usable, images, out):
         for epoch, train_loss, val_loss, model in epochs:
             counts = selector_training.head_counts(model, [ws for ws, _, _ in parts["val"]],
                                                    val_best, val_second, val_tie)
-            val_metrics = metrics_of(counts, len(val_order))
+            val_metrics = metrics_of(counts, len(val_idx))
             score = mean_two_choice(val_metrics)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 diverged(f"the loss became {train_loss} / {val_loss} in epoch {epoch}", args)
