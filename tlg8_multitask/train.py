@@ -83,7 +83,7 @@ IMAGE_DIR_DEFAULTS = dict(
     {k: v for k, v in SELECTOR_DEFAULTS.items() if k != "selector_epochs"},
     epochs=TRAIN_DEFAULTS["scan_epochs"], early_stop_patience=5, split="auto", test_ratio=0.2,
     val_images=None)
-NO_IMAGE_HINT = ("hint: this trains the pixel model (about +5 % bits on unseen photos); with "
+NO_IMAGE_HINT = ("hint: this trains the pixel model (about +6 % bits on unseen photos); with "
                  "the images the dumps were made from, --image-dir DIR trains the pair "
                  "selector, the model that wins (docs/multitask_runtime_guide.md)")
 
