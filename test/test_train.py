@@ -93,7 +93,7 @@ class TrainCliTest(unittest.TestCase):
         self.assertEqual([e["epoch"] for e in epochs], [1, 2, 3])
         for e in epochs:
             self.assertEqual(set(e["val"]), {n[5:] for n in mm.HEAD_NAMES})
-            self.assertEqual(set(e["val"]["predictor"]), {"top1", "top2", "two_choice"})
+            self.assertEqual(set(e["val"]["predictor"]), {"top1", "top2", "two_choice", "tie_aware"})
             self.assertTrue(0 <= e["val"]["reorder"]["two_choice"] <= 1)
         with open(os.path.join(out_dir, "metrics.json")) as f:
             metrics = json.load(f)

@@ -15,9 +15,11 @@ For every block of every image:
 * the non-ML baselines of tlg8.trials use the same number of trials.
 
 Reported per image and overall: per-head top1/top2/two_choice against the reference's
-best/second, tuple hit@K (the reference's best (p, f, r, i) among the method's first K
-trials), mean/max trials per block, total bits and extra bits vs the reference (%), and wall
-time split into features, model inference and trials, with blocks/s.
+best/second and tie_aware (best, or second when it has as many bits: tlg8.heads), of the
+model's ranking ("heads") and of the configuration kept after the trials ("heads_kept");
+tuple hit@K (the reference's best (p, f, r, i) among the method's first K trials),
+mean/max trials per block, total bits and extra bits vs the reference (%), and wall time
+split into features, model inference and trials, with blocks/s.
 
 `evaluate(paths, model, ...)` returns the same numbers as a dict (what --json writes).
 Results go to stdout, progress and diagnostics to stderr.
@@ -31,7 +33,7 @@ import numpy as np
 
 from . import Tlg8Error, cli, records, search, trials
 from .fileio import atomic_write, check_writable, write_file
-from .heads import HEAD_NAMES, head_labels, hit_counts, metrics_of
+from .heads import HEAD_NAMES, head_labels, hit_counts, metrics_of, tie_mask
 from .image import block_batches, block_grid, block_workspaces, read_image
 from .selector import default_model
 
@@ -130,11 +132,23 @@ def evaluate_image(path, model, max_trials=16, dumps=None, progress=None, keep_b
         match = (cfgs == best[:, None, :4]).all(axis=2)
         first_hit[m] = np.where(match.any(axis=1), match.argmax(axis=1), -1)
 
+    labels = (head_labels(best), head_labels(second),
+              tie_mask(second, np.stack([best[:, 5], second[:, 5]], 1)))
+    # The configuration the encoder keeps after its trials, and the runner-up trial, read
+    # as per-head classes: what the model + trials finally choose, beside the model's own
+    # ranking before any trial ("heads").
+    by_bits = np.argsort(sel["tried_bits"], axis=1, kind="stable")[:, :2]
+    kept = np.take_along_axis(sel["tried"], by_bits[..., None], 1)
+    kept_top2 = np.stack([head_labels(kept[:, j]) for j in range(kept.shape[1])], axis=2)
+    if kept_top2.shape[2] == 1:
+        kept_top2 = np.concatenate([kept_top2, np.full_like(kept_top2, -1)], axis=2)
     out = {"image": os.path.basename(path), "path": os.fspath(path), "blocks": n,
            "reference": {"source": reference_source, "bits": int(best[:, 5].sum()),
                          "seconds": reference_seconds},
            "heads": {f"head_{name}": m for name, m in metrics_of(
-               hit_counts(sel["top2"], head_labels(best), head_labels(second)), n).items()},
+               hit_counts(sel["top2"], *labels), n).items()},
+           "heads_kept": {f"head_{name}": m for name, m in metrics_of(
+               hit_counts(kept_top2, *labels), n).items()},
            "methods": {}}
     ref_bits = best[:, 5].sum()
     for m in methods:
@@ -164,10 +178,11 @@ def combine(images):
     ref = sum(r["reference"]["bits"] for r in images)
     out = {"image": "overall", "blocks": n,
            "reference": {"bits": ref, "seconds": sum(r["reference"]["seconds"] for r in images)},
-           "heads": {}, "methods": {}}
-    for h in images[0]["heads"]:
-        out["heads"][h] = {k: sum(r["heads"][h][k] * r["blocks"] for r in images) / n
-                           for k in images[0]["heads"][h]}
+           "heads": {}, "heads_kept": {}, "methods": {}}
+    for key in ("heads", "heads_kept"):
+        for h in images[0][key]:
+            out[key][h] = {k: sum(r[key][h][k] * r["blocks"] for r in images) / n
+                           for k in images[0][key][h]}
     for m in images[0]["methods"]:
         rs = [r["methods"][m] for r in images]
         seconds = {k: sum(x["seconds"][k] for x in rs) for k in rs[0]["seconds"]}
@@ -247,12 +262,19 @@ def format_report(result):
                          f"{x['hit']['16']:>7.3f}{s['features']:>8.2f}{s['inference']:>8.2f}"
                          f"{s['trials']:>8.2f}{x['ms_per_block']:>8.3f}"
                          f"{x['blocks_per_second']:>8.0f}")
-        lines.append(f"{'head':<24}{'top1':>7}{'top2':>7}{'two_choice':>11}")
+        lines.append(f"{'head':<24}{'top1':>7}{'top2':>7}{'two_choice':>11}{'tie_aware':>10}"
+                     f"{'kept: top1':>11}{'two_choice':>11}{'tie_aware':>10}")
         for h, x in r["heads"].items():
-            lines.append(f"{h:<24}{x['top1']:>7.3f}{x['top2']:>7.3f}{x['two_choice']:>11.3f}")
+            k = r["heads_kept"][h]
+            lines.append(f"{h:<24}{x['top1']:>7.3f}{x['top2']:>7.3f}{x['two_choice']:>11.3f}"
+                         f"{x['tie_aware']:>10.3f}{k['top1']:>11.3f}{k['two_choice']:>11.3f}"
+                         f"{k['tie_aware']:>10.3f}")
         lines.append("")
     lines.append("times in seconds (wall); extra % = bits / reference bits - 1; hit@K = the "
-                 "reference's best (p, f, r, i) among the first K trials.\n"
+                 "reference's best (p, f, r, i) among the first K trials; tie_aware = the "
+                 "head's first class is best's, or second's when second.bits == best.bits;\n"
+                 "heads: the model's ranking before any trial; kept: the configuration kept "
+                 "after the trials (and the runner-up trial as second class).\n"
                  "baselines (no model, tlg8.trials.baseline_trials): sse-top1 / sad-top1: "
                  "the pair with the least squared / absolute filtered residual x its options\n"
                  "(then the next pairs if the cap allows); sad-adaptive: 4 least-absolute "

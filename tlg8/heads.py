@@ -3,7 +3,8 @@
 A configuration (predictor, filter, reorder, interleave) is read as six classes: the
 predictor, the filter code's three parts (stages.split_filter_code) and the two scan
 options. Every model reports per-head ranked classes in this table's order, and every
-per-head metric (top1, top2, the guide's two_choice) is computed here, one way for all.
+per-head metric (top1, top2, the guide's two_choice and the tie-aware share) is computed
+here, one way for all.
 """
 import numpy as np
 
@@ -26,6 +27,10 @@ HEAD_SIZES = np.array([size for _, size in HEADS])
 HEAD_OFFSETS = np.concatenate([[0], np.cumsum(HEAD_SIZES)[:-1]])
 N_OUTPUTS = int(HEAD_SIZES.sum())
 METRICS = ("top1", "top2", "two_choice")
+# With a tie mask: the first class belongs to some configuration with the minimum bits
+# (best, or second when second.bits == best.bits). A quarter of the records tie, and then
+# either answer costs the same; two_choice also credits a strictly worse second.
+TIE_METRIC = "tie_aware"
 
 
 def head_labels(candidates):
@@ -51,27 +56,48 @@ def head_topk(scores, k):
     return out
 
 
-def hit_counts(top2, best, second):
-    """Per-head hit counts (6, 3) int64 of (top1, top2, two_choice).
+def hit_counts(top2, best, second, tie=None):
+    """Per-head hit counts (6, 3) int64 of (top1, top2, two_choice); (6, 4) with the
+    tie-aware count added when `tie` is given.
 
     top2: int (N, 6, 2) each head's two best classes; best, second: (N, 6) head_labels of
     the reference's best and second (-1 where second is missing). two_choice, the guide's
-    metric: the first class is best's or second's."""
+    metric: the first class is best's or second's. tie: bool (N,) second.bits ==
+    best.bits (tie_mask); tie_aware: the first class is best's, or second's on a tie."""
     top2 = np.asarray(top2)
     first = top2[:, :, 0]
     top1 = first == best
-    return np.stack([top1.sum(0), (top1 | (top2[:, :, 1] == best)).sum(0),
-                     (top1 | (first == second)).sum(0)], axis=1).astype(np.int64)
+    is_second = first == second
+    columns = [top1.sum(0), (top1 | (top2[:, :, 1] == best)).sum(0), (top1 | is_second).sum(0)]
+    if tie is not None:
+        columns.append((top1 | (is_second & np.asarray(tie, bool)[:, None])).sum(0))
+    return np.stack(columns, axis=1).astype(np.int64)
+
+
+def tie_mask(second, bits):
+    """Records whose second has as few bits as best: second (N, >= 1) with -1 where
+    missing (tlg8.records `second`), bits (N, 2) = best.bits, second.bits."""
+    bits = np.asarray(bits)
+    return (np.asarray(second)[:, 0] >= 0) & (bits[:, 0] == bits[:, 1])
 
 
 def metrics_of(counts, n):
-    """{head name without "head_": {metric: share}} of hit_counts summed over n blocks."""
-    return {name[5:]: {m: float(counts[h, i] / n) if n else 0.0 for i, m in enumerate(METRICS)}
+    """{head name without "head_": {metric: share}} of hit_counts summed over n blocks
+    (tie_aware too when the counts have it)."""
+    names = (METRICS + (TIE_METRIC,))[:counts.shape[1]]
+    return {name[5:]: {m: float(counts[h, i] / n) if n else 0.0 for i, m in enumerate(names)}
             for h, name in enumerate(HEAD_NAMES)}
 
 
-def mean_two_choice(metrics):
-    return float(np.mean([m["two_choice"] for m in metrics.values()]))
+def mean_two_choice(metrics, metric="two_choice"):
+    return float(np.mean([m[metric] for m in metrics.values()]))
+
+
+def top2_of_scores(scores):
+    """{head name: scores (N, size)} (e.g. a model's per-head log-probabilities) -> each
+    head's two best classes (N, 6, 2), ties to the lower class id."""
+    return np.stack([np.argsort(-scores[name], axis=1, kind="stable")[:, :2]
+                     for name in HEAD_NAMES], axis=1)
 
 
 def top2_array(topk):

@@ -124,6 +124,12 @@ def _join(parts, names):
     return out
 
 
+def subset(data, index):
+    """The records `index` (indices or a bool mask) of a dataset; names are kept whole, so
+    image ids stay valid."""
+    return dict({k: data[k][index] for k in DATASET_KEYS}, names=data["names"])
+
+
 def concat_datasets(parts):
     """One dataset from several; image indices are remapped onto the union of the names."""
     names = {}

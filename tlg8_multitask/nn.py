@@ -95,6 +95,29 @@ def fit_mlp(x, targets, n_hidden, epochs, lr=2e-3, weight_decay=1e-4, batch=64, 
     init: (params, (mean, std)) of a trained MLP to fine-tune (its standardisation is kept).
     Returns (params, (mean, std)) with the standardisation of x.
     """
+    for epoch, loss, params, scaler in mlp_epochs(x, targets, n_hidden, epochs, lr,
+                                                  weight_decay, batch, seed, listwise, init):
+        if progress:
+            progress(epoch, loss)
+    return finished(params, x), scaler
+
+
+def finished(params, x):
+    """A copy of trained params ready for inference.
+
+    Inputs constant in training (e.g. the component-3 columns when every training image
+    has C = 3) taught the model nothing: their first-layer weights are only the random
+    initialisation. Zero them so that such inputs cannot add noise at inference (ARGB)."""
+    params = [p.copy() for p in params]
+    params[0][x.reshape(-1, x.shape[-1]).std(0) <= 1e-6] = 0
+    return params
+
+
+def mlp_epochs(x, targets, n_hidden, epochs, lr=2e-3, weight_decay=1e-4, batch=64, seed=0,
+               listwise=False, init=None):
+    """fit_mlp one epoch at a time: yields (epoch, mean loss, params, (mean, std)) after
+    each epoch; params are the live arrays (copy them to keep a snapshot; `finished`
+    makes one for inference). What a trainer that validates every epoch iterates over."""
     n_in = x.shape[-1]
     flat = x.reshape(-1, n_in)
     if init:
@@ -123,10 +146,15 @@ def fit_mlp(x, targets, n_hidden, epochs, lr=2e-3, weight_decay=1e-4, batch=64, 
             if listwise:
                 grad = grad[..., None]
             opt.update(params, mlp_backward(params, xb, h, grad))
-        if progress:
-            progress(epoch, total / len(xs))
-    # Inputs constant in training (e.g. the component-3 columns when every training image
-    # has C = 3) taught the model nothing: their first-layer weights are only the random
-    # initialisation. Zero them so that such inputs cannot add noise at inference (ARGB).
-    params[0][flat.std(0) <= 1e-6] = 0
-    return params, (mean, std)
+        yield epoch, total / len(xs), params, (mean, std)
+
+
+def cross_entropy(params, scaler, x, targets, listwise=False):
+    """Mean softmax cross-entropy of an MLP (as fit_mlp trains it) on x against targets."""
+    mean, std = scaler
+    out = forward(params, ((x - mean) / std).astype(np.float32))[0]
+    if listwise:
+        out = out[..., 0]
+    z = out - out.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    return float(-(targets * logp).sum() / len(x))

@@ -8,16 +8,25 @@ prints the train/validation loss and per-head validation top1/top2/two_choice; w
 mean validation two_choice improves, multitask_best.npz and metrics.json are written to
 --export-dir. Exit status: 0 done, 1 bad data or options, 2 usage, 3 training diverged.
 
+    python3 train_multitask.py DATA... --image-dir DIR [--export-dir out/guide] ...
+
+trains the pair selector (tlg8.selector), the model that wins in real bits, from the same
+dumps: each record's `image` tag is found under DIR (or is itself a path) and the block's
+neighbourhood rebuilt from the image; records without their image or whose pixels differ
+are counted and left out. The per-epoch table and the exports are the same
+(multitask_best.npz is then a selector file). Without --image-dir, a one-line hint says so.
+
     python3 train_multitask.py --selector IMAGE... --export-dir out/selector
 
-trains the pair selector (tlg8.selector) instead: it ranks (predictor, filter) pairs
-from cost-model statistics of each block and its neighbours, which the dumps do not store,
-so its DATA are images (BMP/PNG, or directories of them) and its labels are the exact bits
-of the cost model. It writes pair_selector.npz (loads with MultiTaskModel.load, runs with
+trains the pair selector from images alone: it ranks (predictor, filter) pairs from
+cost-model statistics of each block and its neighbours, which the dumps do not store, so
+its DATA are images (BMP/PNG, or directories of them) and its labels are the exact bits of
+the cost model. It writes pair_selector.npz (loads with MultiTaskModel.load, runs with
 beam_search_runtime and python3 -m tlg8.encode --model) and selector_metrics.json.
 
 Each path honours the options that apply to it and refuses, with one line, those that do
-not (--epochs with --selector, --candidates without it, ...). --dry-run never trains.
+not (--epochs with --selector, --candidates without it, --lr with --image-dir, ...).
+--dry-run never trains.
 """
 import argparse
 import json
@@ -52,6 +61,11 @@ SELECTOR_ONLY = (("blocks_per_image", "--blocks-per-image"), ("candidates", "--c
                  ("probe_pairs", "--probe-pairs"), ("probe_options", "--probe-options"),
                  ("selector_epochs", "--selector-epochs"),
                  ("selector_hidden", "--selector-hidden"), ("selector_lr", "--selector-lr"))
+# DATA --image-dir DIR trains the pair selector from the dumps: the split, epochs and
+# early stop of the multitask path and the selector's own options apply; these do not.
+IMAGE_DIR_REFUSED = (("lr", "--lr"), ("batch_size", "--batch-size"), ("dropout", "--dropout"),
+                     ("hidden_dims", "--hidden-dims"), ("epsilon_soft", "--epsilon-soft"),
+                     ("selector_epochs", "--selector-epochs"))
 MULTITASK_DEFAULTS = {"epochs": 200, "lr": 1e-3, "batch_size": 512, "dropout": None,
                       "hidden_dims": None, "epsilon_soft": 0.2, "early_stop_patience": 20,
                       "split": "auto", "test_ratio": 0.2, "val_images": None}
@@ -63,6 +77,15 @@ SELECTOR_DEFAULTS = {"blocks_per_image": TRAIN_DEFAULTS["blocks_per_image"],
                      "selector_hidden": (TRAIN_DEFAULTS["ranker_hidden"],
                                          TRAIN_DEFAULTS["scan_hidden"]),
                      "selector_lr": TRAIN_DEFAULTS["lr"]}
+
+
+IMAGE_DIR_DEFAULTS = dict(
+    {k: v for k, v in SELECTOR_DEFAULTS.items() if k != "selector_epochs"},
+    epochs=TRAIN_DEFAULTS["scan_epochs"], early_stop_patience=5, split="auto", test_ratio=0.2,
+    val_images=None)
+NO_IMAGE_HINT = ("hint: this trains the pixel model (about +6 % bits on unseen photos); with "
+                 "the images the dumps were made from, --image-dir DIR trains the pair "
+                 "selector, the model that wins (docs/multitask_runtime_guide.md)")
 
 
 def build_parser():
@@ -106,6 +129,11 @@ def build_parser():
                    help="hold out exactly these images (the records' `image` values) for "
                         "validation; implies --split image")
     g = p.add_argument_group("data and output")
+    g.add_argument("--image-dir", action="append", metavar="DIR",
+                   help="train the pair selector from the dumps: each record's image is "
+                        "DIR/TAG or DIR/basename(TAG) (TAG = its `image` value), else TAG as a "
+                        "path; records without their image, or whose pixels differ, are "
+                        "counted and left out (repeatable)")
     g.add_argument("--export-dir", metavar="DIR",
                    help="write multitask_best.npz and metrics.json here at each improvement")
     g.add_argument("--log-file", metavar="FILE",
@@ -151,16 +179,39 @@ class UsageError(Exception):
 
 
 def resolve_options(args):
-    """Refuse the options of the other path when given; fill in this path's defaults."""
-    mine, other = ((SELECTOR_DEFAULTS, MULTITASK_ONLY) if args.selector
-                   else (MULTITASK_DEFAULTS, SELECTOR_ONLY))
+    """Refuse the options of the other path when given; fill in this path's defaults.
+
+    Three paths: DATA (the pixel multitask model), DATA --image-dir DIR (the pair selector
+    from dumps) and --selector IMAGES. args.given keeps what the user set, so that a run
+    with --image-dir that finds no image can fall back to the pixel model's defaults."""
+    args.given = {dest for dest, _ in MULTITASK_ONLY + SELECTOR_ONLY
+                  if getattr(args, dest) is not None}
+    if args.image_dir and args.selector:
+        raise UsageError("--image-dir goes with dumps (DATA); --selector takes images and "
+                         "does not use it")
+    if args.image_dir:
+        mine, other = IMAGE_DIR_DEFAULTS, IMAGE_DIR_REFUSED
+        why = ("with --image-dir (the pair selector from dumps; --epochs, --selector-lr and "
+               "--selector-hidden set its training)")
+    elif args.selector:
+        mine, other = SELECTOR_DEFAULTS, MULTITASK_ONLY
+        why = "to --selector (the pair selector trains on images)"
+    else:
+        mine, other = MULTITASK_DEFAULTS, SELECTOR_ONLY
+        why = "without --selector or --image-dir (they set the pair selector's training)"
     given = [flag for dest, flag in other if getattr(args, dest) is not None]
     if given:
         raise UsageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply "
-                         + ("to --selector (the pair selector trains on images)" if args.selector
-                            else "without --selector (they set the pair selector's training)"))
+                         + why)
     for dest, value in mine.items():
         if getattr(args, dest) is None:
+            setattr(args, dest, value)
+
+
+def use_pixel_model(args):
+    """--image-dir found no image: the pixel model's defaults for what the user left unset."""
+    for dest, value in MULTITASK_DEFAULTS.items():
+        if dest not in args.given:
             setattr(args, dest, value)
 
 
@@ -287,7 +338,7 @@ def print_data_report(data, report, split, out):
           + ", ".join(f"{c}: {int((size[:, 2] == c).sum())}" for c in np.unique(size[:, 2])),
           file=out)
     has_second = data["second"][:, 0] >= 0
-    ties = has_second & (data["bits"][:, 0] == data["bits"][:, 1])
+    ties = heads.tie_mask(data["second"], data["bits"])
     print(f"second missing: {int((~has_second).sum())}; ties (second.bits == best.bits): "
           f"{ties.mean():.1%}", file=out)
     dup = duplicate_blocks(data)
@@ -325,14 +376,19 @@ def feature_scaler(data, index, chunk=8192):
     return mean, np.sqrt(var)
 
 
-def count_hits(logits, best, second, counts):
-    """Add per-head hit counts (tlg8.heads.hit_counts) of logits (B, 32) to counts (6, 3)."""
-    counts += heads.hit_counts(heads.top2_array(heads.head_topk(logits, 2)), best, second)
+def count_hits(logits, best, second, tie, counts):
+    """Add per-head hit counts (tlg8.heads.hit_counts) of logits (B, 32) to counts (6, 4)."""
+    counts += heads.hit_counts(heads.top2_array(heads.head_topk(logits, 2)), best, second, tie)
+
+
+def new_counts():
+    """Zero hit counts: 6 heads x (top1, top2, two_choice, tie_aware)."""
+    return np.zeros((len(heads.HEADS), len(heads.METRICS) + 1), np.int64)
 
 
 def evaluate(model, data, index, epsilon, chunk=4096):
     """(loss, per-head metrics) of `index` in evaluation mode."""
-    counts = np.zeros((len(heads.HEADS), 3), np.int64)
+    counts = new_counts()
     loss = 0.0
     for lo in range(0, len(index), chunk):
         part = index[lo:lo + chunk]
@@ -341,7 +397,8 @@ def evaluate(model, data, index, epsilon, chunk=4096):
         second = heads.head_labels(data["second"][part])
         target = mm.soft_targets(best, second, epsilon)
         loss -= float((target * mm.head_log_softmax(logits)).sum())
-        count_hits(logits, best, second, counts)
+        count_hits(logits, best, second,
+                   heads.tie_mask(data["second"][part], data["bits"][part]), counts)
     return loss / len(index), metrics_of(counts, len(index))
 
 
@@ -349,9 +406,10 @@ def print_epoch(epoch, epochs, train_loss, val_loss, val, saved, seconds, out):
     print(f"epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
           f"val two_choice mean {mean_two_choice(val):.4f}  ({seconds:.1f}s)"
           + ("  [exported]" if saved else ""), file=out)
-    print("  head                 top1    top2  two_choice", file=out)
+    print("  head                 top1    top2  two_choice  tie_aware", file=out)
     for name, m in val.items():
-        print(f"  {name:17s} {m['top1']:7.4f} {m['top2']:7.4f} {m['two_choice']:11.4f}", file=out)
+        print(f"  {name:17s} {m['top1']:7.4f} {m['top2']:7.4f} {m['two_choice']:11.4f} "
+              f"{m['tie_aware']:10.4f}", file=out)
 
 
 def write_json_atomic(path, obj):
@@ -370,7 +428,7 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         order = rng.permutation(train_idx)
-        counts = np.zeros((len(heads.HEADS), 3), np.int64)
+        counts = new_counts()
         loss_sum = 0.0
         bar = cli.progress(len(order), args.quiet, desc=f"epoch {epoch}/{args.epochs}",
                            leave=False)
@@ -389,7 +447,8 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
                          f"{lo // batch + 1})", args)
                 return "diverged", best
             loss_sum += loss * b
-            count_hits(logits, best_l, second_l, counts)
+            count_hits(logits, best_l, second_l,
+                       heads.tie_mask(data["second"][part], data["bits"][part]), counts)
             bar.update(b)
             if lo // batch % 16 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")
@@ -463,14 +522,27 @@ def check_selector_options(args):
     for name in ("blocks_per_image", "candidates", "probe_pairs", "probe_options"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if min(args.selector_epochs) < 1 or min(args.selector_hidden) < 1:
-        raise UsageError("--selector-epochs and --selector-hidden must be positive")
+    if min(args.selector_epochs or (args.epochs,)) < 1 or min(args.selector_hidden) < 1:
+        raise UsageError(f"--{'selector-' if args.selector else ''}epochs and "
+                         f"--selector-hidden must be positive")
     if not (args.selector_lr > 0 and math.isfinite(args.selector_lr)):
         raise UsageError(f"--selector-lr must be a positive number, not {args.selector_lr}")
     if not args.weight_decay >= 0:
         raise UsageError(f"--weight-decay must be >= 0, not {args.weight_decay}")
     if args.load and not os.path.isfile(args.load):
         raise UsageError(f"--load {args.load}: no such file")
+    if args.image_dir:
+        if not 0 < args.test_ratio < 1:
+            raise UsageError(f"--test-ratio must be in (0, 1), not {args.test_ratio}")
+        if args.early_stop_patience < 0:
+            raise UsageError(f"--early-stop-patience must be >= 0, not "
+                             f"{args.early_stop_patience}")
+        if args.val_images and args.split == "block":
+            raise UsageError("--val-images holds out whole images; it cannot go with "
+                             "--split block")
+        for directory in args.image_dir:
+            if not os.path.isdir(directory):
+                raise UsageError(f"--image-dir {directory}: no such directory")
 
 
 def readable_images(paths, strict):
@@ -631,17 +703,31 @@ def check_outputs(args):
 def train_multitask(args, parser):
     out = sys.stdout
     try:
-        check_options(args)
+        if args.image_dir:
+            check_selector_options(args)
+        else:
+            check_options(args)
         data, report = load_data(args)
+        if args.image_dir:
+            usable, images, problems = selector_training.match_records(data, args.image_dir,
+                                                                       args.strict)
+            report_matches(data, usable, images, problems)
+            if usable.any():
+                return train_from_dumps(args, parser, data, report, usable, images, out)
+            print(f"no record's image was found or matched under {', '.join(args.image_dir)}; "
+                  f"training the pixel model instead", file=sys.stderr)
+            use_pixel_model(args)
+            check_options(args)
         train_idx, val_idx, split = split_data(data, args)
     except UsageError as e:
         parser.error(str(e))
-    except records.DataError as e:
+    except Tlg8Error as e:
         cli.error(f"{e}")
         return EXIT_ERROR
     dup = duplicate_blocks(data)
     if args.dry_run:
         print_data_report(data, report, split, out)
+        print(NO_IMAGE_HINT, file=sys.stderr)
         return 0
     if dup:
         print(f"warning: {dup} blocks occur more than once (same image and block origin); "
@@ -656,7 +742,8 @@ def train_multitask(args, parser):
         if model.format != mm.MODEL_FORMAT:
             cli.error(f"--load {args.load}: a {model.format} model; train_multitask.py DATA "
                       f"fine-tunes multitask models only (a pair selector fine-tunes with "
-                      f"--selector IMAGES --load {args.load})")
+                      f"DATA --image-dir DIR --load {args.load} or --selector IMAGES --load "
+                      f"{args.load})")
             return EXIT_ERROR
         if args.hidden_dims and tuple(args.hidden_dims) != model.hidden_dims:
             print(f"warning: --hidden-dims ignored; --load {args.load} has "
@@ -667,13 +754,14 @@ def train_multitask(args, parser):
         model = mm.MultiTaskModel(args.hidden_dims or mm.DEFAULT_HIDDEN,
                                   0.1 if args.dropout is None else args.dropout, args.seed)
         model.set_feature_scaler(*feature_scaler(data, train_idx))
+    print(NO_IMAGE_HINT, file=sys.stderr)
     print(f"data: {records.dataset_size(data)} records from {len(report['files'])} files; "
           f"split {split['mode']}: train {split['train_blocks']}, val {split['val_blocks']}"
           + (f" (val images: {', '.join(split['val_images'])})" if split["mode"] == "image" else ""),
           file=sys.stderr)
     args.dropout = model.dropout                 # record the values actually used
     args.hidden_dims = list(model.hidden_dims)
-    options = {k: v for k, v in vars(args).items() if k != "argv"}
+    options = {k: v for k, v in vars(args).items() if k not in ("argv", "given")}
     summary = {
         "format": "tlg8-multitask-metrics/1",
         "options": options,
@@ -715,6 +803,194 @@ def train_multitask(args, parser):
                   file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+# ---------------------------------------------------------------------------------------
+# DATA --image-dir DIR: the pair selector from the dumps
+
+SHOWN_PROBLEMS = 3       # images named in the one-line summary of records left out
+
+
+def report_matches(data, usable, images, problems):
+    """One stderr line: records left out because of their images (the first few named)."""
+    if not problems:
+        return
+    left = int((~usable).sum())
+    by_kind = {}
+    for kind, _, n, _ in problems:
+        by_kind[kind] = by_kind.get(kind, 0) + n
+    shown = "; ".join(selector_training.format_match_problem(p) for p in problems[:SHOWN_PROBLEMS])
+    more = f"; and {len(problems) - SHOWN_PROBLEMS} more images" \
+        if len(problems) > SHOWN_PROBLEMS else ""
+    print(f"warning: {left} of {len(usable)} records left out ("
+          + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items()))
+          + f"): {shown}{more}", file=sys.stderr)
+
+
+def draw(data, index, per_image, rng):
+    """Up to per_image records of each image among `index`: image by image (ascending
+    image id), each image's in dump order."""
+    out = []
+    for i in np.unique(data["image"][index]).tolist():
+        mine = index[data["image"][index] == i]
+        out.append(np.sort(rng.permutation(mine)[:per_image]))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def train_from_dumps(args, parser, data, report, usable, images, out):
+    """DATA --image-dir: train the pair selector on the dumps' full 8x8 blocks whose image
+    was found and matches; validate every epoch (per-head metrics of its ranking against
+    the dumps' best/second); export multitask_best.npz (a selector file) and metrics.json
+    at the best mean validation two_choice."""
+    size = data["size"]
+    full = usable & (size[:, 0] == 8) & (size[:, 1] == 8)
+    sub = records.subset(data, full)
+    try:
+        if not full.any():
+            raise UsageError("no full 8x8 block among the records whose image was found")
+        train_idx, val_idx, split = split_data(sub, args)
+    except UsageError as e:
+        parser.error(str(e))
+    rng = np.random.default_rng(args.seed)
+    train_idx = draw(sub, train_idx, args.blocks_per_image, rng)
+    val_idx = draw(sub, val_idx, args.blocks_per_image, rng)
+    split.update(drawn_train_blocks=int(len(train_idx)), drawn_val_blocks=int(len(val_idx)),
+                 blocks_per_image=args.blocks_per_image)
+    n_images = len(np.unique(data["image"]))
+    plan = (f"pair selector from dumps: {int(usable.sum())} of {len(usable)} records usable, "
+            f"images found {len(images)} of {n_images}; full 8x8 blocks drawn (up to "
+            f"{args.blocks_per_image} per image): train {len(train_idx)}, val {len(val_idx)}; "
+            f"{args.candidates} candidate pairs x 16 options labelled by the cost model, "
+            f"the dump's best pair among them")
+    if args.dry_run:
+        print_data_report(data, report, split, out)
+        print(plan, file=out)
+        for i, (path, samples) in sorted(images.items()):
+            mine = data["image"] == i
+            print(f"  {data['names'][i]}: {path}, {int((usable & mine).sum())} of "
+                  f"{int(mine.sum())} records usable", file=out)
+        for i in sorted(set(np.unique(data["image"]).tolist()) - set(images)):
+            print(f"  {data['names'][i]}: image not found", file=out)
+        return 0
+    init = None
+    if args.load:
+        try:
+            init = load_model(args.load)
+        except (Tlg8Error, OSError) as e:
+            cli.error(f"--load: {e}")
+            return EXIT_ERROR
+        if init.format != SELECTOR_FORMAT:
+            cli.error(f"--load {args.load}: a {init.format} model; with --image-dir the "
+                      f"trainer fine-tunes pair selectors only (fine-tune that model "
+                      f"without --image-dir)")
+            return EXIT_ERROR
+        args.selector_hidden = [init.ranker[0].shape[1], init.scan[0].shape[1]]
+    print(plan, file=sys.stderr)
+    cache = None if args.no_cache else os.path.join(
+        args.cache_dir or records.default_cache_dir(), "selector-labels")
+    log_text = (lambda m: None) if args.quiet else (
+        lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        parts = {}
+        for name, index in (("train", train_idx), ("val", val_idx)):
+            parts[name] = []
+            for i in np.unique(sub["image"][index]).tolist():
+                mine = index[sub["image"][index] == i]
+                path, samples = images[i]
+                parts[name].append(selector_training.dump_examples(
+                    path, samples, sub, mine, args.candidates, cache, log_text))
+    except OSError as e:
+        cli.error(f"cannot write {e.filename}: {e.strerror}")
+        return EXIT_ERROR
+    # draw() groups the indices image by image, as the parts are: labels line up.
+    val_best = heads.head_labels(sub["best"][val_idx])
+    val_second = heads.head_labels(sub["second"][val_idx])
+    val_tie = heads.tie_mask(sub["second"][val_idx], sub["bits"][val_idx])
+    options = {k: v for k, v in vars(args).items() if k not in ("argv", "given")}
+    summary = {
+        "format": "tlg8-multitask-metrics/1", "options": options,
+        "data": {"files": report["files"], "records": records.dataset_size(data),
+                 "usable_records": int(usable.sum()), "problems": report["problem_counts"],
+                 "images": {data["names"][i]: {"path": os.path.abspath(path),
+                                               "records": int((data["image"] == i).sum())}
+                            for i, (path, _) in sorted(images.items())}},
+        "split": split,
+        "model": {"format": SELECTOR_FORMAT, "candidates": args.candidates,
+                  "probe_pairs": args.probe_pairs, "probe_options": args.probe_options,
+                  "hidden": list(args.selector_hidden), "heads": dict(heads.HEADS)},
+    }
+    try:
+        if args.export_dir:
+            os.makedirs(args.export_dir, exist_ok=True)
+        log = open_log(args)
+    except OSError as e:
+        cli.error(f"cannot write {e.filename}: {e.strerror}")
+        return EXIT_ERROR
+    best, best_score, since_best, status = None, -1.0, 0, "completed"
+    try:
+        epochs = selector_training.fit_epochs(
+            parts["train"], parts["val"], args.candidates, args.probe_pairs, args.probe_options,
+            args.selector_hidden[0], args.selector_hidden[1], args.epochs, args.selector_lr,
+            args.weight_decay, args.seed, init)
+        start = time.perf_counter()
+        for epoch, train_loss, val_loss, model in epochs:
+            counts = selector_training.head_counts(model, [ws for ws, _, _ in parts["val"]],
+                                                   val_best, val_second, val_tie)
+            val_metrics = metrics_of(counts, len(val_idx))
+            score = mean_two_choice(val_metrics)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                diverged(f"the loss became {train_loss} / {val_loss} in epoch {epoch}", args)
+                status = "diverged"
+                break
+            improved = score > best_score
+            seconds = time.perf_counter() - start
+            record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                      "val_two_choice_mean": score,
+                      "val_tie_aware_mean": mean_two_choice(val_metrics, heads.TIE_METRIC),
+                      "val": val_metrics, "seconds": round(seconds, 3),
+                      "exported": bool(improved and args.export_dir)}
+            if improved:
+                best_score, since_best = score, 0
+                best = {k: v for k, v in record.items() if k != "exported"}
+                if args.export_dir:
+                    export_selector(model, args, summary, best, "running")
+            else:
+                since_best += 1
+            print_epoch(epoch, args.epochs, train_loss, val_loss, val_metrics,
+                        record["exported"], seconds, out)
+            if log:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            start = time.perf_counter()
+            if args.early_stop_patience and since_best >= args.early_stop_patience:
+                print(f"early stop: no better mean val two_choice for {since_best} epochs "
+                      f"(best {best_score:.4f} at epoch {best['epoch']})", file=out)
+                status = "early-stop"
+                break
+    finally:
+        if log:
+            log.close()
+    if best is not None and args.export_dir:
+        write_json_atomic(os.path.join(args.export_dir, "metrics.json"),
+                          dict(summary, **best, status=status))
+    if best is not None:
+        print(f"best epoch {best['epoch']}: val two_choice mean {best['val_two_choice_mean']:.4f}"
+              f" (tie_aware {best['val_tie_aware_mean']:.4f})"
+              + (f"; pair selector in {os.path.join(args.export_dir, 'multitask_best.npz')}"
+                 if args.export_dir else ""), file=out)
+    if not args.export_dir:
+        print("warning: no --export-dir; the trained selector is not saved", file=sys.stderr)
+    return EXIT_DIVERGED if status == "diverged" else 0
+
+
+def export_selector(model, args, summary, best, status):
+    """multitask_best.npz (a tlg8.selector file: MultiTaskModel.load, tlg8.encode --model)
+    and metrics.json of the best epoch so far."""
+    metrics = dict(summary, **best, status=status)
+    model.metadata = dict(metrics, command="python3 train_multitask.py " + " ".join(
+        sys.argv[1:] if args.argv is None else args.argv))
+    model.save(os.path.join(args.export_dir, "multitask_best.npz"))
+    write_json_atomic(os.path.join(args.export_dir, "metrics.json"), metrics)
 
 
 if __name__ == "__main__":
