@@ -160,9 +160,8 @@ class FileAndApiTest(unittest.TestCase):
             model.predict_topk(hostile)
 
 
-class GuideApiTest(unittest.TestCase):
-    """The selector behind multitask_model / beam_search_runtime / train_multitask.py /
-    python3 -m tlg8.encode."""
+class SavedSelectorCase(unittest.TestCase):
+    """A random selector saved as cls.path (cls.model) in a temporary directory cls.tmp."""
 
     @classmethod
     def setUpClass(cls):
@@ -175,6 +174,10 @@ class GuideApiTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.tmp.cleanup()
+
+
+class GuideApiTest(SavedSelectorCase):
+    """The selector behind multitask_model / beam_search_runtime / python3 -m tlg8.encode."""
 
     def test_multitask_model_load_returns_the_selector(self):
         import multitask_model as mm

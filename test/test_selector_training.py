@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from test_features import random_image
-from test_selector import random_selector
+from test_selector import SavedSelectorCase
 from tlg8 import selector
 from tlg8_multitask import selector_training
 
@@ -38,18 +38,7 @@ class TrainingTest(unittest.TestCase):
             self.assertTrue((sel["trials"] <= 16).all())
 
 
-class TrainCliTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.model = random_selector(8)
-        cls.path = os.path.join(cls.tmp.name, "pair_selector.npz")
-        cls.model.save(cls.path)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tmp.cleanup()
-
+class TrainCliTest(SavedSelectorCase):
     def test_train_multitask_selector_cli(self):
         import contextlib
         import io

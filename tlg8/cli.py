@@ -12,10 +12,12 @@ argument types, and the one way to a trained model.
   front-end helper does, and only when a command is given a model file.
 """
 import argparse
+import os
 import signal
 import sys
 
 from . import Tlg8Error
+from .fileio import check_writable
 
 EXIT_ERROR = 1
 EXIT_SIGINT = 130
@@ -68,6 +70,38 @@ def run(body):
         return EXIT_ERROR
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def output_pairs(args, parser, extensions, default_extension):
+    """[(input, output)] of a one-output-per-input command (args.inputs, args.output,
+    args.out_dir). With exactly two inputs and no -o, a second one ending in one of
+    `extensions` is the output (the classic `cmd IN OUT`). Otherwise each output is named
+    after its input with `default_extension`, beside it or in --out-dir. Usage errors exit
+    via parser.error."""
+    inputs = list(args.inputs)
+    if args.output is None and len(inputs) == 2 and \
+            os.path.splitext(inputs[1])[1].lower() in extensions:
+        args.output = inputs.pop()
+    if args.output is not None:
+        if len(inputs) != 1 or args.out_dir:
+            parser.error("-o/--output takes one input and no --out-dir")
+        if os.path.splitext(args.output)[1].lower() not in extensions:
+            parser.error(f"{args.output}: output must end in {' or '.join(extensions)}")
+        return [(inputs[0], args.output)]
+    pairs = [(path, os.path.join(args.out_dir or os.path.dirname(path),
+                                 os.path.splitext(os.path.basename(path))[0] + default_extension))
+             for path in inputs]
+    if len({out for _, out in pairs}) != len(pairs):
+        parser.error("two inputs would write the same output name; use --out-dir or -o")
+    return pairs
+
+
+def prepare_outputs(out_dir, pairs):
+    """Create --out-dir and check that every output can be written, before any work."""
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+    for _, out in pairs:
+        check_writable(out)
 
 
 def positive_int(text):

@@ -17,7 +17,7 @@ import time
 
 from . import Tlg8Error, cli
 from .codec import from_tlg8_order, read_file
-from .fileio import atomic_write, check_writable
+from .fileio import atomic_write
 from .tlgfile import MAX_PIXELS
 
 FORMATS = {".png": "PNG", ".bmp": "BMP"}
@@ -47,37 +47,15 @@ def build_parser(prog):
     return parser
 
 
-def output_paths(args, parser):
-    inputs = list(args.inputs)
-    if args.output is None and len(inputs) == 2 and \
-            os.path.splitext(inputs[1])[1].lower() in FORMATS:
-        args.output = inputs.pop()               # the classic `decode IN.tlg8 OUT.png`
-    if args.output is not None:
-        if len(inputs) != 1 or args.out_dir:
-            parser.error("-o/--output takes one input and no --out-dir")
-        if os.path.splitext(args.output)[1].lower() not in FORMATS:
-            parser.error(f"{args.output}: output must end in .png or .bmp")
-        return [(inputs[0], args.output)]
-    pairs = [(path, os.path.join(args.out_dir or os.path.dirname(path),
-                                 os.path.splitext(os.path.basename(path))[0] + "." + args.format))
-             for path in inputs]
-    if len({out for _, out in pairs}) != len(pairs):
-        parser.error("two inputs would write the same output name; use --out-dir or -o")
-    return pairs
-
-
 def main(argv=None, prog="python3 -m tlg8.decode"):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    jobs = output_paths(args, parser)
+    jobs = cli.output_pairs(args, parser, tuple(FORMATS), "." + args.format)
     return cli.run(lambda: _run(args, jobs))
 
 
 def _run(args, jobs):
-    if args.out_dir:
-        os.makedirs(args.out_dir, exist_ok=True)
-    for _, out in jobs:
-        check_writable(out)
+    cli.prepare_outputs(args.out_dir, jobs)
     failed = 0
     with cli.progress(len(jobs), args.quiet, unit="file") as bar:
         for path, out in jobs:

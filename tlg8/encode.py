@@ -22,7 +22,7 @@ import numpy as np
 
 from . import Tlg8Error, cli, search as block_search, stages
 from .codec import SEARCHES, EncodeError, choose_blocks
-from .fileio import atomic_write, check_writable
+from .fileio import atomic_write
 from .image import MAX_PIXELS, block_batches, block_grid, block_workspaces, read_image
 from .tlgfile import encode_tlg8
 
@@ -82,42 +82,17 @@ def build_parser(prog="tlg8 encode"):
     return parser
 
 
-def output_paths(args, parser):
-    """[(input, output)] from the arguments (see build_parser)."""
-    inputs = list(args.inputs)
-    if args.output is None and len(inputs) == 2 and \
-            os.path.splitext(inputs[1])[1].lower() in OUTPUT_EXTENSIONS:
-        args.output = inputs.pop()               # the classic `encode IMAGE OUT.tlg8`
-    if args.output is not None:
-        if len(inputs) != 1 or args.out_dir:
-            parser.error("-o/--output takes one input and no --out-dir")
-        if os.path.splitext(args.output)[1].lower() not in OUTPUT_EXTENSIONS:
-            parser.error(f"{args.output}: output must end in .tlg8 or .tlg")
-        return [(inputs[0], args.output)]
-    pairs = []
-    for path in inputs:
-        name = os.path.splitext(os.path.basename(path))[0] + ".tlg8"
-        pairs.append((path, os.path.join(args.out_dir or os.path.dirname(path), name)))
-    outputs = [out for _, out in pairs]
-    if len(set(outputs)) != len(outputs):
-        parser.error("two inputs would write the same output name; use --out-dir or -o")
-    return pairs
-
-
 def main(argv=None, prog="python3 -m tlg8.encode"):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.model and args.search != "model":
         parser.error(f"--model is used by --search model, not {args.search}")
-    jobs = output_paths(args, parser)
+    jobs = cli.output_pairs(args, parser, OUTPUT_EXTENSIONS, ".tlg8")
     return cli.run(lambda: _run(args, jobs))
 
 
 def _run(args, jobs):
-    if args.out_dir:
-        os.makedirs(args.out_dir, exist_ok=True)
-    for _, out in jobs:
-        check_writable(out)                       # before any work
+    cli.prepare_outputs(args.out_dir, jobs)
     model = cli.load_model(args.model) if args.model else None
     failed = 0
     files = cli.progress(len(jobs), args.quiet or len(jobs) == 1, unit="file")

@@ -41,7 +41,6 @@ from tlg8 import Tlg8Error, cli, heads, records
 from tlg8.fileio import check_writable, write_file
 from tlg8.heads import mean_two_choice, metrics_of
 from tlg8.selector import DEFAULTS as STRATEGY, SELECTOR_FORMAT
-from tlg8.modelfile import ModelFormatError
 
 from . import multitask as mm
 from . import selector_training
@@ -424,7 +423,8 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
     batch = args.batch_size
     x = np.empty((batch, model.n_features), np.float32)
     target = np.empty((batch, mm.N_OUTPUTS), np.float32)
-    best_score, best, since_best = -1.0, None, 0
+    book = EpochBook(args, out, log,
+                     lambda model, best, status: export(model, args, summary, best, status))
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
         order = rng.permutation(train_idx)
@@ -445,7 +445,7 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
                 bar.close()
                 diverged(f"the training loss became {loss} in epoch {epoch} (batch "
                          f"{lo // batch + 1})", args)
-                return "diverged", best
+                return "diverged", book.best
             loss_sum += loss * b
             count_hits(logits, best_l, second_l,
                        heads.tie_mask(data["second"][part], data["bits"][part]), counts)
@@ -459,30 +459,46 @@ def train(model, data, train_idx, val_idx, args, summary, log, out):
         score = mean_two_choice(val_metrics)
         if not math.isfinite(val_loss):
             diverged(f"the validation loss became {val_loss} in epoch {epoch}", args)
-            return "diverged", best
-        improved = score > best_score
-        seconds = time.perf_counter() - start
+            return "diverged", book.best
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                   "val_two_choice_mean": score, "train": train_metrics, "val": val_metrics,
-                  "seconds": round(seconds, 3), "exported": bool(improved and args.export_dir)}
+                  "seconds": round(time.perf_counter() - start, 3)}
+        if book.end_epoch(model, record):
+            return "early-stop", book.best
+    return "completed", book.best
+
+
+class EpochBook:
+    """The end of every epoch, the same for both models: keep the best epoch (the highest
+    mean validation two_choice) and export it, print the guide's table, log the record as
+    a JSON line, and say when the early-stop patience has run out (end_epoch)."""
+
+    def __init__(self, args, out, log, export):
+        self.args, self.out, self.log, self.export = args, out, log, export
+        self.best, self.best_score, self.since_best = None, -1.0, 0
+
+    def end_epoch(self, model, record):
+        """Book one epoch's record; True when training should stop early."""
+        args = self.args
+        improved = record["val_two_choice_mean"] > self.best_score
+        record["exported"] = bool(improved and args.export_dir)
         if improved:
-            best_score, since_best = score, 0
-            best = dict(record)
-            best.pop("exported")
+            self.best_score, self.since_best = record["val_two_choice_mean"], 0
+            self.best = {k: v for k, v in record.items() if k != "exported"}
             if args.export_dir:
-                export(model, args, summary, best, "running")
+                self.export(model, self.best, "running")
         else:
-            since_best += 1
-        print_epoch(epoch, args.epochs, train_loss, val_loss, val_metrics,
-                    record["exported"], seconds, out)
-        if log:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if args.early_stop_patience and since_best >= args.early_stop_patience:
-            print(f"early stop: no better mean val two_choice for {since_best} epochs "
-                  f"(best {best_score:.4f} at epoch {best['epoch']})", file=out)
-            return "early-stop", best
-    return "completed", best
+            self.since_best += 1
+        print_epoch(record["epoch"], args.epochs, record["train_loss"], record["val_loss"],
+                    record["val"], record["exported"], record["seconds"], self.out)
+        if self.log:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+        if args.early_stop_patience and self.since_best >= args.early_stop_patience:
+            print(f"early stop: no better mean val two_choice for {self.since_best} epochs "
+                  f"(best {self.best_score:.4f} at epoch {self.best['epoch']})", file=self.out)
+            return True
+        return False
 
 
 def diverged(what, args):
@@ -574,13 +590,9 @@ def train_selector(args, parser):
         if not found:
             raise selector_training.SelectorTrainingError("no image could be read; nothing "
                                                           "to train on")
-        init = None
-        if args.load:
-            init = load_model(args.load)
-            if init.format != SELECTOR_FORMAT:
-                raise ModelFormatError(f"--load {args.load}: a {init.format} model; --selector "
-                                       f"fine-tunes pair selectors only (train that model "
-                                       f"with train_multitask.py DATA --load)")
+        init = args.load and load_to_fine_tune(
+            args.load, SELECTOR_FORMAT, "--selector fine-tunes pair selectors only (train "
+            "that model with train_multitask.py DATA --load)")
     except Tlg8Error as e:
         cli.error(f"{e}")
         return EXIT_ERROR
@@ -668,6 +680,27 @@ def open_log(args):
     return open(args.log_file, "w")
 
 
+def load_to_fine_tune(path, wanted, otherwise):
+    """The --load model if its format is `wanted`; one-line Tlg8Error otherwise."""
+    try:
+        model = load_model(path)
+    except (Tlg8Error, OSError) as e:
+        raise Tlg8Error(f"--load: {e}") from None
+    if model.format != wanted:
+        raise Tlg8Error(f"--load {path}: a {model.format} model; {otherwise}")
+    return model
+
+
+def open_outputs(args):
+    """Create --export-dir and open the --log-file (or None); Tlg8Error when either fails."""
+    try:
+        if args.export_dir:
+            os.makedirs(args.export_dir, exist_ok=True)
+        return open_log(args)
+    except OSError as e:
+        raise Tlg8Error(f"cannot write {e.filename}: {e.strerror}") from None
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -734,17 +767,10 @@ def train_multitask(args, parser):
               f"was a dump appended twice?", file=sys.stderr)
 
     if args.load:
-        try:
-            model = load_model(args.load)
-        except (Tlg8Error, OSError) as e:
-            cli.error(f"--load: {e}")
-            return EXIT_ERROR
-        if model.format != mm.MODEL_FORMAT:
-            cli.error(f"--load {args.load}: a {model.format} model; train_multitask.py DATA "
-                      f"fine-tunes multitask models only (a pair selector fine-tunes with "
-                      f"DATA --image-dir DIR --load {args.load} or --selector IMAGES --load "
-                      f"{args.load})")
-            return EXIT_ERROR
+        model = load_to_fine_tune(
+            args.load, mm.MODEL_FORMAT, f"train_multitask.py DATA fine-tunes multitask models "
+            f"only (a pair selector fine-tunes with DATA --image-dir DIR --load {args.load} or "
+            f"--selector IMAGES --load {args.load})")
         if args.hidden_dims and tuple(args.hidden_dims) != model.hidden_dims:
             print(f"warning: --hidden-dims ignored; --load {args.load} has "
                   f"{' '.join(map(str, model.hidden_dims))}", file=sys.stderr)
@@ -774,13 +800,7 @@ def train_multitask(args, parser):
                   "feature_layout": model.feature_layout, "n_features": model.n_features,
                   "heads": dict(heads.HEADS)},
     }
-    try:
-        if args.export_dir:
-            os.makedirs(args.export_dir, exist_ok=True)
-        log = open_log(args)
-    except OSError as e:
-        cli.error(f"cannot write {e.filename}: {e.strerror}")
-        return EXIT_ERROR
+    log = open_outputs(args)
     try:
         # Overflow and NaN are detected from the losses and reported with advice;
         # NumPy's own warnings would only repeat them.
@@ -874,16 +894,9 @@ def train_from_dumps(args, parser, data, report, usable, images, out):
         return 0
     init = None
     if args.load:
-        try:
-            init = load_model(args.load)
-        except (Tlg8Error, OSError) as e:
-            cli.error(f"--load: {e}")
-            return EXIT_ERROR
-        if init.format != SELECTOR_FORMAT:
-            cli.error(f"--load {args.load}: a {init.format} model; with --image-dir the "
-                      f"trainer fine-tunes pair selectors only (fine-tune that model "
-                      f"without --image-dir)")
-            return EXIT_ERROR
+        init = load_to_fine_tune(args.load, SELECTOR_FORMAT, "with --image-dir the trainer "
+                                 "fine-tunes pair selectors only (fine-tune that model without "
+                                 "--image-dir)")
         args.selector_hidden = [init.ranker[0].shape[1], init.scan[0].shape[1]]
     print(plan, file=sys.stderr)
     cache = None if args.no_cache else os.path.join(
@@ -919,14 +932,10 @@ def train_from_dumps(args, parser, data, report, usable, images, out):
                   "probe_pairs": args.probe_pairs, "probe_options": args.probe_options,
                   "hidden": list(args.selector_hidden), "heads": dict(heads.HEADS)},
     }
-    try:
-        if args.export_dir:
-            os.makedirs(args.export_dir, exist_ok=True)
-        log = open_log(args)
-    except OSError as e:
-        cli.error(f"cannot write {e.filename}: {e.strerror}")
-        return EXIT_ERROR
-    best, best_score, since_best, status = None, -1.0, 0, "completed"
+    log = open_outputs(args)
+    status = "completed"
+    book = EpochBook(args, out, log, lambda model, best, status: export_selector(
+        model, args, summary, best, status))
     try:
         epochs = selector_training.fit_epochs(
             parts["train"], parts["val"], args.candidates, args.probe_pairs, args.probe_options,
@@ -942,34 +951,18 @@ def train_from_dumps(args, parser, data, report, usable, images, out):
                 diverged(f"the loss became {train_loss} / {val_loss} in epoch {epoch}", args)
                 status = "diverged"
                 break
-            improved = score > best_score
-            seconds = time.perf_counter() - start
             record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                       "val_two_choice_mean": score,
                       "val_tie_aware_mean": mean_two_choice(val_metrics, heads.TIE_METRIC),
-                      "val": val_metrics, "seconds": round(seconds, 3),
-                      "exported": bool(improved and args.export_dir)}
-            if improved:
-                best_score, since_best = score, 0
-                best = {k: v for k, v in record.items() if k != "exported"}
-                if args.export_dir:
-                    export_selector(model, args, summary, best, "running")
-            else:
-                since_best += 1
-            print_epoch(epoch, args.epochs, train_loss, val_loss, val_metrics,
-                        record["exported"], seconds, out)
-            if log:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                      "val": val_metrics, "seconds": round(time.perf_counter() - start, 3)}
             start = time.perf_counter()
-            if args.early_stop_patience and since_best >= args.early_stop_patience:
-                print(f"early stop: no better mean val two_choice for {since_best} epochs "
-                      f"(best {best_score:.4f} at epoch {best['epoch']})", file=out)
+            if book.end_epoch(model, record):
                 status = "early-stop"
                 break
     finally:
         if log:
             log.close()
+    best = book.best
     if best is not None and args.export_dir:
         write_json_atomic(os.path.join(args.export_dir, "metrics.json"),
                           dict(summary, **best, status=status))
