@@ -25,9 +25,9 @@ API (arrays in tlg8.image.block_grid order, which is the file's block order):
         int64 (4, N, 8): per block and Golomb row, what the earlier blocks of the tile left:
         the adaptive state a, the kind (1 = non-zero) and length of the open run, and
         whether the row has values yet.
-    bits = golomb_bits(residuals, configs, states, w, h)
-        int64 (N, K, 2): file bits of configurations (N, K, 4) of blocks of one size in
-        the rows, from `states`, for entropy 0 and 1.
+    bits = golomb_bits(residuals, candidates, states, w, h)
+        int64 (N, K): file bits in the rows, from `states`, of candidates (N, K, 5) =
+        (p, f, r, i, e) of blocks of one size.
     choices = choose_for_file(samples, grid, tried, tried_bits, tried_entropy, ...)
         int64 (N, 5) (columns p, f, r, i, e as everywhere): from the configurations the
         selector tried per block (pair_selector.select_blocks: tried (N, T, 4), tried_bits
@@ -203,14 +203,13 @@ def _sequence_bits(values, row, entropy, states, block, exits=None):
     return bits - started + np.where(joins, grow, 0)
 
 
-def _configs_bits(residuals, flat, block, states, w, h, exits=None, entropy=None):
-    """golomb_bits of configurations flat (L, 4) of blocks `block` (L,): int64 (L, 2).
-    exits (4, L, 2, 8), optional: what each (configuration, entropy) leaves in the rows it
-    uses (_sequence_bits); the other rows are left as they are. With `entropy` (L,),
-    only that entropy of each configuration is measured (the other column stays 0)."""
+def _candidate_bits(residuals, flat, block, states, w, h, exits=None):
+    """Golomb bits of candidates flat (L, 5) = predictor, filter, reorder, interleave,
+    entropy of blocks `block` (L,): int64 (L,). exits (4, L, 8), optional: what each
+    leaves in the rows it uses (_sequence_bits); the other rows are left as they are."""
     ncomp = residuals.shape[2]
     scans = np.stack([stages.reorder_index(r, w, h) for r in range(stages.N_REORDERS)])
-    bits = np.zeros((len(flat), 2), np.int64)
+    bits = np.zeros(len(flat), np.int64)
     for interleaved in (False, True):
         part = np.flatnonzero(flat[:, 3] == interleaved)
         for lo in range(0, len(part), cost.TRIAL_CHUNK):
@@ -223,40 +222,46 @@ def _configs_bits(residuals, flat, block, states, w, h, exits=None, entropy=None
                 seqs = [(np.concatenate([lanes[0], lanes[3]]) if c == 0 and ncomp == 4
                          else lanes[c], c) for c in range(min(ncomp, 3))]
             for e in range(stages.N_ENTROPIES):
-                mine = slice(None) if entropy is None else np.flatnonzero(entropy[sel] == e)
+                mine = np.flatnonzero(flat[sel, 4] == e)
+                if not len(mine):
+                    continue
                 lane = sel[mine]
                 for values, c in seqs:
                     row = stages.INTERLEAVED_ROWS[e] if c is None else stages.component_row(e, c)
                     out = None if exits is None else np.zeros((4, len(lane)), np.int64)
-                    bits[lane, e] += _sequence_bits(values[:, mine], row, e, states,
-                                                    block[lane], out)
+                    bits[lane] += _sequence_bits(values[:, mine], row, e, states, block[lane],
+                                                 out)
                     if exits is not None:
-                        exits[:, lane, e, row] = out
+                        exits[:, lane, row] = out
     return bits
 
 
-def golomb_bits(residuals, configs, states, w, h):
-    """File bits of configurations of blocks of one size in their tiles' Golomb rows.
+def golomb_bits(residuals, choices, states, w, h):
+    """File bits of candidates of blocks of one size in their tiles' Golomb rows.
 
     residuals: int16 (N, 8, C, n) block-major (features.block_major, or
-    stages.all_residuals); configs: int (N, K, 4) = predictor, filter, reorder,
-    interleave; states: (4, N, 8) rows of entering_states for these blocks.
-    Returns int64 (N, K, 2): bits with entropy 0 and 1. Every configuration is measured
-    from the same states (those the caller's choices for the earlier blocks left).
+    stages.all_residuals); choices: int (N, K, 5) = predictor, filter, reorder,
+    interleave, entropy; states: (4, N, 8) rows of entering_states for these blocks.
+    Returns int64 (N, K). Every candidate is measured from the same states (those the
+    caller's choices for the earlier blocks left).
     """
-    configs = np.asarray(configs, np.int64)
-    n_blocks, n_per = configs.shape[:2]
+    choices = np.asarray(choices, np.int64)
+    n_blocks, n_per = choices.shape[:2]
     block = np.repeat(np.arange(n_blocks), n_per)
-    return _configs_bits(residuals, configs.reshape(-1, 4), block, states, w, h
-                         ).reshape(n_blocks, n_per, 2)
+    return _candidate_bits(residuals, choices.reshape(-1, 5), block, states, w, h
+                         ).reshape(n_blocks, n_per)
+
+
+CHUNK = 2048        # blocks per residual_planes call: its transposes then stay in cache
 
 
 def _size_classes(samples, grid):
     """(blocks of one size, their residuals int16 (Nb, 8, C, n), w, h)."""
     for part in block_batches(grid):
         ws = block_workspaces(samples, grid[part])
-        yield part, features.block_major(features.residual_planes(ws)), \
-            int(grid[part[0], 4]), int(grid[part[0], 5])
+        residuals = np.concatenate([features.block_major(features.residual_planes(
+            ws[lo:lo + CHUNK])) for lo in range(0, len(part), CHUNK)])
+        yield part, residuals, int(grid[part[0], 4]), int(grid[part[0], 5])
 
 
 def file_bits(samples, choices, grid=None):
@@ -269,8 +274,7 @@ def file_bits(samples, choices, grid=None):
     states = entering_states(samples, choices)
     golomb = np.zeros(len(grid), np.int64)
     for part, residuals, w, h in _size_classes(samples, grid):
-        both = golomb_bits(residuals, choices[part, None, :4], states[:, part], w, h)
-        golomb[part] = both[np.arange(len(part)), 0, choices[part, 4]]
+        golomb[part] = golomb_bits(residuals, choices[part, None], states[:, part], w, h)[:, 0]
     return side_bits(choices, tile_starts(width, height)), golomb
 
 
@@ -293,7 +297,7 @@ def file_size(samples, side, golomb):
 RATE = (0.5, 1.0, 1.0)
 
 
-STATE_ROUNDS = 2       # rounds of _chain_states for the first pass's row states
+STATE_ROUNDS = 1       # rounds of _chain_states for the first pass's row states
 
 
 def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
@@ -304,9 +308,10 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
     tried for each block with their estimated bits and better entropy
     (pair_selector.select_blocks; any per-block candidate lists will do).
     Trials: nothing new is tried. Each block re-scores its own tried configurations, at
-    most max_configs of them within `margin` estimated bits of its best, with both
-    entropies, in the file's Golomb rows; re-scoring an already-tried configuration is
-    not a trial, so the per-block cap of the search that made `tried` still holds.
+    most max_configs of them within `margin` estimated bits of its best, each with its
+    better entropy, in the file's Golomb rows; re-scoring an already-tried configuration
+    is not a trial, so the per-block cap of the search that made `tried` still holds.
+    (Re-scoring the other entropy too gained 0.001 % on img3 for twice the time.)
     The first choices are the per-block estimate's best. Each pass: the row states the
     current choices leave (_chain_states), every candidate's Golomb bits from them
     (golomb_bits), then per tile the sequence of candidates minimising Golomb bits plus,
@@ -315,21 +320,16 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
     may also be (3, 5), per mode and stream. Edge blocks, whose reorder is not used,
     repeat the previous block's reorder value.
     """
-    tried = np.asarray(tried, np.int64)
-    tried_bits = np.asarray(tried_bits, np.int64)
     n_blocks = len(grid)
     rows = np.arange(n_blocks)[:, None]
     order = np.argsort(tried_bits, axis=1, kind="stable")[:, :max_configs]
-    configs = tried[rows, order]                                        # (N, K, 4)
-    valid = tried_bits[rows, order] <= tried_bits[rows, order[:, :1]] + margin
-    choices = np.concatenate([configs[:, 0], tried_entropy[rows[:, 0], order[:, 0], None]], 1)
+    cand = np.concatenate([np.asarray(tried, np.int64)[rows, order],
+                           np.asarray(tried_entropy, np.int64)[rows, order, None]], axis=2)
+    bits = np.asarray(tried_bits)[rows, order]
+    valid = bits <= bits[:, :1] + margin
+    choices = cand[:, 0]
     starts = tile_starts(samples.shape[1], samples.shape[0])
     classes = list(_size_classes(samples, grid))
-    # Candidates: each configuration with entropy 0 and 1, as stream values (N, 2K, 5).
-    k = configs.shape[1]
-    cand = np.concatenate([np.repeat(configs, 2, axis=1),
-                           np.broadcast_to(np.tile([[0], [1]], (k, 1)), (n_blocks, 2 * k, 1))],
-                          axis=2)[:, :, list(tlgfile.STREAM_COLUMNS)]
     change = np.array([tlgfile.STREAM_BITS, tlgfile.STREAM_BITS,
                        np.add(tlgfile.STREAM_BITS, 8)], np.float64)         # (mode, stream)
     weights_of_mode = np.broadcast_to(np.asarray(rate, np.float64).reshape(3, -1), (3, 5)) \
@@ -340,16 +340,15 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
     for p in range(passes):
         if p:
             states = _chain_states(_exit_states(classes, choices, states), starts)
-        golomb = np.full((n_blocks, k, 2), np.inf)
+        golomb = np.full(valid.shape, np.inf)
         for part, residuals, w, h in classes:
-            sel = np.flatnonzero(valid[part].ravel())
-            block, j = np.divmod(sel, k)
-            golomb[part[block], j] = _configs_bits(residuals, configs[part[block], j], block,
+            block, j = np.nonzero(valid[part])
+            golomb[part[block], j] = _candidate_bits(residuals, cand[part[block], j], block,
                                                    states[:, part], w, h)
         modes = stream_modes(choices, starts)
-        pick = _viterbi(golomb.reshape(n_blocks, -1), cand,
+        pick = _viterbi(golomb, cand[:, :, list(tlgfile.STREAM_COLUMNS)],
                         weights_of_mode[modes, np.arange(5)], starts)
-        choices = cand[np.arange(n_blocks), pick][:, np.argsort(tlgfile.STREAM_COLUMNS)]
+        choices = cand[np.arange(n_blocks), pick]
     return _fill_edge_reorders(choices, grid, starts)
 
 
@@ -358,10 +357,10 @@ def _exit_states(classes, choices, states):
     int64 (4, N, 8) as STATE_FIELDS, started = 0 for the rows it does not use."""
     exits = np.zeros((4,) + states.shape[1:], np.int64)
     for part, residuals, w, h in classes:
-        out = np.zeros((4, len(part), 2, 8), np.int64)
-        _configs_bits(residuals, choices[part, :4], np.arange(len(part)), states[:, part],
-                      w, h, out, choices[part, 4])
-        exits[:, part] = out[:, np.arange(len(part)), choices[part, 4]]
+        out = np.zeros((4, len(part), 8), np.int64)
+        _candidate_bits(residuals, choices[part], np.arange(len(part)), states[:, part], w, h,
+                      out)
+        exits[:, part] = out
     return exits
 
 
