@@ -34,7 +34,7 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 PHOTOS = ("dko_sss", "dko_t", "dko_s", "img1", "img2", "img3")
 SWEEP = (dict(margin=8), dict(margin=16), dict(margin=48, max_configs=16), dict(passes=2),
          dict(passes=3, margin=48, max_configs=16), dict(rate=(0, 0, 0)),
-         dict(rate=(1, 1, 1)), dict(rate=(0.5, 1.5, 1.5)))
+         dict(rate=(0.5, 1, 1)), dict(rate=(1, 1.5, 1.5)))
 
 
 def select(samples, model, max_trials):
@@ -42,7 +42,8 @@ def select(samples, model, max_trials):
     tried_entropy (N, T); blocks with fewer trials (edge blocks) repeat their first."""
     grid = block_grid(samples.shape[1], samples.shape[0])
     out = [np.zeros((len(grid), max_trials, 4), np.int64),
-           np.zeros((len(grid), max_trials), np.int64), np.zeros((len(grid), max_trials), np.int64)]
+           np.zeros((len(grid), max_trials), np.int64),
+           np.zeros((len(grid), max_trials), np.int64)]
     for part in block_batches(grid, 2048):
         sel = pair_selector.select_blocks(block_workspaces(samples, grid[part]), model,
                                           max_trials)
