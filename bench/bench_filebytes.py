@@ -2,7 +2,7 @@
 
     python3 bench/bench_filebytes.py --model M.npz [--held-out NAME=NPZ ...] [IMAGE ...]
         [--no-synth] [--max-trials 16] [--margin 24] [--max-configs 8] [--passes 1]
-        [--rate 0.5 1 1] [--sweep] [--no-verify]
+        [--rate 1 1 1] [--sweep] [--no-verify]
 
 Images: the shared photos dko_sss, dko_t, dko_s, img1, img2, img3 (reference: tlgconv's
 files in ../shared/data/tlgconv) and the synthetic images of tlg8.synth (reference: the
@@ -10,8 +10,9 @@ reference search through our encoder, byte-identical to tlgconv). Each image is 
 with the selector's per-block best (`selector`) and with choose_for_file on the
 configurations the selector tried (`file pass`); both files are decoded and compared with
 the pixels. `--held-out NAME=NPZ` encodes image NAME with another model (a model trained
-without it: leave-one-out). Prints bytes, % of the reference, the selection time and the
-pass time per image, and totals (photos, synthetic). `--sweep` also runs the pass with
+without it: leave-one-out); "(held out)" marks images not among a model's training images
+(its metadata). Prints bytes, % of the reference, the selection time and the pass time per
+image, and totals (photos, synthetic). `--sweep` also runs the pass with
 other margins, candidate counts, rates and passes (the Pareto curve), photos only.
 """
 import argparse

@@ -319,6 +319,10 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
     current choices give it (a Viterbi over the tile's blocks, all tiles at once); rate
     may also be (3, 5), per mode and stream. Edge blocks, whose reorder is not used,
     repeat the previous block's reorder value.
+    Effort (6 photos held out, 16 trials, bench_filebytes --sweep): the defaults give
+    99.46 % of tlgconv's bytes (selector alone 99.92 %) in about a third of the
+    selector's time; passes=2: 99.42 % for ~1.7 x the time of one pass; passes=3 with
+    margin=48, max_configs=16: 99.38 % for ~4.5 x.
     """
     n_blocks = len(grid)
     rows = np.arange(n_blocks)[:, None]
