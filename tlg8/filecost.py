@@ -210,30 +210,23 @@ def _candidate_bits(residuals, flat, block, states, w, h, exits=None):
     ncomp = residuals.shape[2]
     scans = np.stack([stages.reorder_index(r, w, h) for r in range(stages.N_REORDERS)])
     bits = np.zeros(len(flat), np.int64)
-    for interleaved in (False, True):
-        part = np.flatnonzero(flat[:, 3] == interleaved)
+    for interleaved, e in np.ndindex(stages.N_INTERLEAVES, stages.N_ENTROPIES):
+        part = np.flatnonzero((flat[:, 3] == interleaved) & (flat[:, 4] == e))
         for lo in range(0, len(part), cost.TRIAL_CHUNK):
             sel = part[lo:lo + cost.TRIAL_CHUNK]
             lanes = cost._position_major(residuals, block, flat, sel, scans, interleaved)
             if interleaved:
-                seqs = [(lanes, None)]
+                seqs = [(lanes, stages.INTERLEAVED_ROWS[e])]
             else:
                 # With C = 4, component 3 follows component 0 in the same row (§5.4).
                 seqs = [(np.concatenate([lanes[0], lanes[3]]) if c == 0 and ncomp == 4
-                         else lanes[c], c) for c in range(min(ncomp, 3))]
-            for e in range(stages.N_ENTROPIES):
-                mine = np.flatnonzero(flat[sel, 4] == e)
-                if not len(mine):
-                    continue
-                lane = sel[mine]
-                for values, c in seqs:
-                    row = (stages.INTERLEAVED_ROWS[e] if c is None
-                           else stages.component_row(e, c))
-                    out = None if exits is None else np.zeros((4, len(lane)), np.int64)
-                    bits[lane] += _sequence_bits(values[:, mine], row, e, states, block[lane],
-                                                 out)
-                    if exits is not None:
-                        exits[:, lane, row] = out
+                         else lanes[c], stages.component_row(e, c))
+                        for c in range(min(ncomp, 3))]
+            for values, row in seqs:
+                out = None if exits is None else np.zeros((4, len(sel)), np.int64)
+                bits[sel] += _sequence_bits(values, row, e, states, block[sel], out)
+                if exits is not None:
+                    exits[:, sel, row] = out
     return bits
 
 
@@ -416,7 +409,7 @@ def _viterbi(cost_of, values, weights, starts):
     for p in range(1, length):
         paths = total[:, :, None] + trans[:, p]
         back[:, p] = paths.argmin(axis=1)
-        total = np.take_along_axis(paths, back[:, p, None], 1)[:, 0] + cost[:, p]
+        total = paths.min(axis=1) + cost[:, p]
     pick = np.zeros((n_tiles, length), np.int64)
     pick[:, -1] = total.argmin(axis=1)
     tiles = np.arange(n_tiles)
