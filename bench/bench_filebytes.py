@@ -1,7 +1,7 @@
 """File bytes of the pair selector with and without the file-bytes pass (tlg8.filecost).
 
     python3 bench/bench_filebytes.py --model M.npz [--held-out NAME=NPZ ...] [IMAGE ...]
-        [--no-synth] [--max-trials 16] [--margin 24] [--max-configs 8] [--passes 1]
+        [--no-synth] [--max-trials 16] [--margin 16] [--max-configs 8] [--passes 1]
         [--rate 1 1 1] [--sweep] [--no-verify]
 
 Images: the shared photos dko_sss, dko_t, dko_s, img1, img2, img3 (reference: tlgconv's
@@ -33,7 +33,7 @@ from tlg8.tlgfile import decode_tlg8, encode_tlg8  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 PHOTOS = ("dko_sss", "dko_t", "dko_s", "img1", "img2", "img3")
-SWEEP = (dict(margin=8), dict(margin=16), dict(margin=48, max_configs=16), dict(passes=2),
+SWEEP = (dict(margin=8), dict(margin=24), dict(margin=48, max_configs=16), dict(passes=2),
          dict(passes=3, margin=48, max_configs=16), dict(rate=(0, 0, 0)),
          dict(rate=(0.5, 1, 1)), dict(rate=(1, 1.5, 1.5)))
 
@@ -92,7 +92,7 @@ def main():
                         help="model for image NAME (trained without it)")
     parser.add_argument("--no-synth", action="store_true", help="skip the synthetic images")
     parser.add_argument("--max-trials", type=int, default=16)
-    parser.add_argument("--margin", type=int, default=24)
+    parser.add_argument("--margin", type=int, default=16)
     parser.add_argument("--max-configs", type=int, default=8)
     parser.add_argument("--passes", type=int, default=1)
     parser.add_argument("--rate", type=float, nargs=3, default=filecost.RATE)

@@ -285,7 +285,7 @@ def file_size(samples, side, golomb):
 # a stream's value from the previous block counts in the search, as a multiple of what
 # it costs under SameAsPrevious (B) or RunLength (B + 8). Under Raw a change costs
 # nothing, but counting it as under SameAsPrevious lets a tile's stream become cheap
-# enough to flip to that mode (photos: 99.44 % of the reference bytes against 99.47 %
+# enough to flip to that mode (photos: 99.46 % of the reference bytes against 99.50 %
 # with 0.5 for Raw, bench_filebytes --sweep).
 RATE = (1.0, 1.0, 1.0)
 
@@ -293,7 +293,7 @@ RATE = (1.0, 1.0, 1.0)
 STATE_ROUNDS = 1       # rounds of _chain_states for the first pass's row states
 
 
-def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
+def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
                     max_configs=8, rate=RATE, passes=1):
     """Per-block choices (N, 5) from the configurations already measured, for file bytes.
 
@@ -313,8 +313,8 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=24,
     may also be (3, 5), per mode and stream. Edge blocks, whose reorder is not used,
     repeat the previous block's reorder value.
     Effort (6 photos held out, 16 trials, bench_filebytes --sweep): the defaults give
-    99.46 % of tlgconv's bytes (selector alone 99.92 %) in about a third of the
-    selector's time; passes=2: 99.42 % for ~1.7 x the time of one pass; passes=3 with
+    99.46 % of tlgconv's bytes (selector alone 99.92 %) in about a quarter of the
+    selector's time; passes=2: 99.43 % for ~1.7 x the time of one pass; passes=3 with
     margin=48, max_configs=16: 99.38 % for ~4.5 x.
     """
     n_blocks = len(grid)
