@@ -157,6 +157,21 @@ class EncodeCli(unittest.TestCase):
             np.testing.assert_array_equal(decode_tlg8(read_bytes(out))[0],
                                           self.rgba[..., [3, 0, 1, 2]])
 
+    def test_effort_levels(self):
+        from tlg8.codec import EFFORTS
+        for effort, (max_trials, _) in EFFORTS.items():
+            out = self.path(f"effort{effort}.tlg8")
+            status, stdout, stderr = run([self.png, out, "--effort", str(effort), "--stats",
+                                          "--quiet"])
+            self.assertEqual(status, 0, stderr)
+            self.assertIn(f"search         model, effort {effort}", stdout)
+            most = int(stdout.split("trials/block")[1].split("max")[1].split()[0])
+            self.assertLessEqual(most, max_trials)
+            np.testing.assert_array_equal(decode_tlg8(read_bytes(out))[0],
+                                          self.rgba[..., [3, 0, 1, 2]])
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+            encode.main([self.png, self.path("x.tlg8"), "--effort", "9"])
+
     def test_bad_model_file(self):
         bad = self.path("bad.npz")
         with open(bad, "w") as f:

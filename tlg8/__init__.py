@@ -22,10 +22,11 @@ def read(path, max_pixels=None):
     return codec.read(path) if max_pixels is None else codec.read(path, max_pixels)
 
 
-def write(path, array, search="model", max_trials=16):
+def write(path, array, search="model", max_trials=None, effort=3):
     """Write an RGB or RGBA uint8 array (H, W, 3|4) as a .tlg8 file (tlg8.codec.write).
 
-    search: "model" (the shipped pair selector, at most max_trials trials per block),
-    "reference" (tlgconv's search and bytes) or "exhaustive"."""
+    search: "model" (the shipped pair selector; effort 1-5 sets its trials per block and
+    the file-bytes pass, max_trials overrides the trials), "reference" (tlgconv's search
+    and bytes) or "exhaustive"."""
     from . import codec
-    codec.write(path, array, search=search, max_trials=max_trials)
+    codec.write(path, array, search=search, max_trials=max_trials, effort=effort)

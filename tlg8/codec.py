@@ -9,7 +9,10 @@ Arrays in RGB(A) order (Pillow's) are what users hold; the codec's own order is 
 
 Searches (`choose_blocks`):
 * model      - a model's choices with at most max_trials trials per block: the shipped pair
-               selector (tlg8.selector.default_model) unless a loaded model is given;
+               selector (tlg8.selector.default_model) unless a loaded model is given; at
+               effort >= 2 the configurations it tried are then chosen among for file
+               bytes (tlg8.filecost.choose_for_file: choice streams and tile-carried
+               Golomb rows, no new trials);
 * reference  - the reference encoder's search (tlg8.search): tlgconv's bytes;
 * exhaustive - every configuration, the true minimum of the bit estimate.
 """
@@ -18,13 +21,25 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import Tlg8Error, search as block_search, trials
+from . import Tlg8Error, filecost, search as block_search, trials
 from .fileio import atomic_write
 from .image import TILE_H, block_grid
 from .selector import default_model
 from .tlgfile import MAX_PIXELS, decode_tlg8, encode_tlg8
 
 SEARCHES = ("model", "reference", "exhaustive")
+# Effort levels of the model search: trials per block, and the settings of the file-bytes
+# pass over the tried configurations (None: the model's per-block best, no pass). Measured
+# on the shared photos (docs/file_bytes_notes.md, bench/bench_effort.py); 3 is the default:
+# the smallest files at >= 10x the reference search's speed.
+EFFORTS = {
+    1: (4, None),
+    2: (8, {}),
+    3: (16, {}),
+    4: (16, {"passes": 3, "margin": 48, "max_configs": 16}),
+    5: (32, {"passes": 3, "margin": 48, "max_configs": 16}),
+}
+DEFAULT_EFFORT = 3
 
 
 class EncodeError(Tlg8Error):
@@ -52,12 +67,13 @@ def from_tlg8_order(samples, ncomp, keep_alpha=True):
     return np.ascontiguousarray(samples[..., -3:])
 
 
-def choose_blocks(samples, search="model", model=None, max_trials=16, progress=None,
-                  jobs=1):
+def choose_blocks(samples, search="model", model=None, max_trials=None, progress=None,
+                  jobs=1, effort=DEFAULT_EFFORT):
     """Per-block configurations of an image, in block_grid order.
 
     model: a loaded model (any kind of the model interface) for search "model"; None is the
-    shipped one. Returns (choices int64 (N, 5) = predictor, filter, reorder, interleave,
+    shipped one. effort: a key of EFFORTS; max_trials (default: the effort's) overrides its
+    trials per block. Returns (choices int64 (N, 5) = predictor, filter, reorder, interleave,
     entropy; estimated bits int64 (N,); trials per block int64 (N,) or None if unknown).
     progress: optional callable(number of blocks just finished). jobs > 1 splits the image
     into bands of whole tile rows, one task each: tiles are coded independently, so the
@@ -65,18 +81,21 @@ def choose_blocks(samples, search="model", model=None, max_trials=16, progress=N
     """
     if search not in SEARCHES:
         raise EncodeError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
-    max_trials = trials.check_max_trials(max_trials)
+    if effort not in EFFORTS:
+        raise EncodeError(f"effort must be one of {', '.join(map(str, EFFORTS))}, not {effort!r}")
+    max_trials = trials.check_max_trials(EFFORTS[effort][0] if max_trials is None
+                                         else max_trials)
+    plan = (search, max_trials, EFFORTS[effort][1])
     if search == "model" and model is None:
         model = default_model()
     if jobs <= 1:
-        return _choose(samples, search, model, max_trials, progress)
+        return _choose(samples, model, plan, progress)
     height = samples.shape[0]
     rows = max(TILE_H, -(-height // (4 * jobs)) // TILE_H * TILE_H)
     bands = [(y, min(height, y + rows)) for y in range(0, height, rows)]
     results = []
     with ProcessPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_choose, samples[y0:y1], search, model, max_trials)
-                   for y0, y1 in bands]
+        futures = [pool.submit(_choose, samples[y0:y1], model, plan) for y0, y1 in bands]
         for (y0, y1), future in zip(bands, futures):
             results.append(future.result())
             if progress is not None:
@@ -86,23 +105,34 @@ def choose_blocks(samples, search="model", model=None, max_trials=16, progress=N
             None if counts[0] is None else np.concatenate(counts))
 
 
-def _choose(samples, search, model, max_trials, progress=None):
-    if search == "model":
-        sel = model.choose_image(samples, max_trials, progress=progress)
+def _choose(samples, model, plan, progress=None):
+    search, max_trials, file_pass = plan
+    if search != "model":
+        _, best, _ = block_search.search_image(samples, search, progress=progress)
+        return best[:, :5], best[:, 5], None
+    sel = model.choose_image(samples, max_trials, progress=progress,
+                             details=file_pass is not None)
+    if file_pass is None:
         return sel["choices"], sel["bits"], sel["trials"]
-    _, best, _ = block_search.search_image(samples, search, progress=progress)
-    return best[:, :5], best[:, 5], None
+    choices = filecost.choose_for_file(samples, sel["grid"], sel["tried"], sel["tried_bits"],
+                                       sel["tried_entropy"], **file_pass)
+    # The estimate of each chosen configuration, from its trial (the pass only picks
+    # configurations that were tried).
+    hit = (sel["tried"] == choices[:, None, :4]).all(axis=2)
+    bits = sel["tried_bits"][np.arange(len(choices)), hit.argmax(axis=1)]
+    return choices, bits, sel["trials"]
 
 
-def encode_samples(samples, search="model", model=None, max_trials=16, progress=None, jobs=1):
+def encode_samples(samples, search="model", model=None, max_trials=None, progress=None, jobs=1,
+                   effort=DEFAULT_EFFORT):
     """TLG8 samples (H, W, C) -> .tlg8 file bytes (see choose_blocks)."""
-    choices, _, _ = choose_blocks(samples, search, model, max_trials, progress, jobs)
+    choices, _, _ = choose_blocks(samples, search, model, max_trials, progress, jobs, effort)
     return encode_tlg8(samples, choices)
 
 
-def write(path, array, search="model", max_trials=16, model=None):
+def write(path, array, search="model", max_trials=None, model=None, effort=DEFAULT_EFFORT):
     """Write an RGB or RGBA uint8 array (H, W, 3|4) as a .tlg8 file, atomically."""
-    data = encode_samples(to_tlg8_order(array), search, model, max_trials)
+    data = encode_samples(to_tlg8_order(array), search, model, max_trials, effort=effort)
     atomic_write(path, lambda tmp: _write_bytes(tmp, data))
 
 

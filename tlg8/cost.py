@@ -131,14 +131,17 @@ LANE_CHUNK = 16384          # lanes per pass (measured: 4k-32k within noise; 2k 
 RUN_STEP = np.concatenate([[0], np.diff(RUN_COST), [0]]).astype(np.int32)
 
 
-def lane_bits(values, row, entropy, orders=None, tables=None):
+def lane_bits(values, row, entropy, orders=None, tables=None, start=None, end=None):
     """Estimated bits of many sequences at once, one per column ("lane").
 
     values: int16 (P, lanes), position-major so that one step reads one contiguous row.
     orders: (n_orders, L) positions to read, in sequence order (default: all P in order).
     A reorder or an interleave is just such an index; no reordered copy of the lanes is
     made, and the mapping of values is shared by all orders.
-    All lanes use Golomb row `row` and estimator `entropy` and start from a = 0.
+    All lanes use Golomb row `row` and estimator `entropy` and start from a = 0, or from
+    the states `start` (int (lanes,)): a row of a file carries its state across blocks
+    (tlg8.filecost), which also reads the states after the last position into `end`
+    (int (lanes,), with a 1-D `orders`).
     Returns int64 (n_orders, lanes); a 1-D `orders` gives (lanes,).
     """
     values = np.asarray(values)
@@ -155,11 +158,13 @@ def lane_bits(values, row, entropy, orders=None, tables=None):
     if orders.shape[1] > 0:
         for lo in range(0, lanes, LANE_CHUNK):
             hi = min(lanes, lo + LANE_CHUNK)
-            out[:, lo:hi] = _lane_chunk_bits(values[:, lo:hi], orders, row, entropy, tables)
+            out[:, lo:hi] = _lane_chunk_bits(values[:, lo:hi], orders, row, entropy, tables,
+                                             0 if start is None else start[lo:hi],
+                                             None if end is None else end[lo:hi])
     return out[0] if single else out
 
 
-def _lane_chunk_bits(values, orders, row, entropy, tables):
+def _lane_chunk_bits(values, orders, row, entropy, tables, start, end):
     """lane_bits for at most LANE_CHUNK lanes."""
     _, ratios, k_by_a, cost = (None, RATIOS, K_BY_A, COST) if tables is None else tables
     lanes = values.shape[1]
@@ -179,7 +184,7 @@ def _lane_chunk_bits(values, orders, row, entropy, tables):
     one, eight, four = np.int32(1), np.int32(8), np.int32(4)
     out = np.empty((len(orders), lanes), np.int64)
     for o, order in enumerate(orders.tolist()):
-        a[:] = 0
+        a[:] = start
         bits[:] = 0
         run[:] = 0
         previous = None
@@ -210,6 +215,8 @@ def _lane_chunk_bits(values, orders, row, entropy, tables):
             np.right_shift(d, four, out=d)  # a' = ((16m)rho + a(16 - rho) + 8) >> 4
             np.add(a, d, out=a)             #    = a + ((16m - a)rho + 8) >> 4, floor shift
         out[o] = bits
+    if end is not None:
+        end[:] = a
     if entropy == 1:
         out += 1                            # the is-the-first-value-non-zero flag
     return out

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from . import Tlg8Error, cli, search as block_search, stages
-from .codec import SEARCHES, EncodeError, choose_blocks
+from .codec import DEFAULT_EFFORT, EFFORTS, SEARCHES, EncodeError, choose_blocks
 from .fileio import atomic_write
 from .image import MAX_PIXELS, block_batches, block_grid, block_workspaces, read_image
 from .tlgfile import encode_tlg8
@@ -66,8 +66,13 @@ def build_parser(prog="tlg8 encode"):
                              "reference (tlgconv's search and bytes), exhaustive")
     parser.add_argument("--model", metavar="NPZ",
                         help="a trained model (train_multitask.py) instead of the shipped one")
-    parser.add_argument("--max-trials", type=cli.positive_int, default=16,
-                        help="configurations tried per block by the model search (default 16)")
+    parser.add_argument("--effort", type=int, choices=sorted(EFFORTS), default=DEFAULT_EFFORT,
+                        help="model search: 1 (4 trials per block), 2 (8 + file-bytes pass), "
+                             "3 (16 + pass, the default), 4 (16 + a longer pass), 5 (32 + the "
+                             "longer pass)")
+    parser.add_argument("--max-trials", type=cli.positive_int,
+                        help="configurations tried per block by the model search (default: "
+                             "the effort's)")
     parser.add_argument("--pixel-format", choices=("auto", "R8G8B8", "A8R8G8B8"),
                         default="auto", help="component count as tlgconv's option (default auto)")
     parser.add_argument("--max-pixels", type=cli.positive_int, default=MAX_PIXELS,
@@ -119,7 +124,8 @@ def _encode_one(path, out, args, model):
     start = time.perf_counter()
     with cli.progress(nblocks, args.quiet, desc=f"{args.search} search", leave=False) as bar:
         choices, bits, trials = choose_blocks(samples, args.search, model, args.max_trials,
-                                              progress=bar.update, jobs=args.jobs)
+                                              progress=bar.update, jobs=args.jobs,
+                                              effort=args.effort)
     times["search"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -136,7 +142,8 @@ def _encode_one(path, out, args, model):
         trials = _trials(samples, args.search, trials)
         total = sum(times.values())
         print(f"image          {path}: {width} x {height}, {ncomp} components")
-        print(f"search         {args.search}")
+        print(f"search         {args.search}"
+              + (f", effort {args.effort}" if args.search == "model" else ""))
         print(f"blocks         {nblocks}")
         print(f"trials/block   mean {trials.mean():.1f}, max {int(trials.max())}")
         print(f"estimated bits {int(bits.sum())} ({bits.sum() / 8:.0f} bytes)")
@@ -146,7 +153,9 @@ def _encode_one(path, out, args, model):
               + f"; {1000 * times['search'] / nblocks:.3f} ms/block search")
     elif not args.quiet:
         print(f"{out}: {width} x {height}, {ncomp} components, {nblocks} blocks, "
-              f"{len(data)} bytes ({args.search} search, {sum(times.values()):.2f} s)")
+              f"{len(data)} bytes ({args.search} search"
+              + (f", effort {args.effort}" if args.search == "model" else "")
+              + f", {sum(times.values()):.2f} s)")
 
 
 def _write_bytes(path, data):

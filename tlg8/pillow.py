@@ -9,14 +9,14 @@
 Files are recognised by their signature (the TLG8 magic, or the TLG0 "sds" container that
 wraps it), not by their name; the extensions .tlg8 and .tlg are registered for saving. A
 file with four components opens as RGBA (alpha kept even when it is all 255), three as RGB.
-Save parameters: `search` ("model", "reference" or "exhaustive", see tlg8.codec) and
-`max_trials`. Modes other than RGB and RGBA are converted first (L, P, LA, ... -> RGB(A)).
+Save parameters: `search` ("model", "reference" or "exhaustive", see tlg8.codec),
+`effort` (1-5, default 3) and `max_trials`. Modes other than RGB and RGBA are converted first (L, P, LA, ... -> RGB(A)).
 """
 import numpy as np
 from PIL import Image, ImageFile
 
 from . import Tlg8Error
-from .codec import encode_samples, from_tlg8_order, to_tlg8_order
+from .codec import DEFAULT_EFFORT, encode_samples, from_tlg8_order, to_tlg8_order
 from .tlgfile import HEADER_SIZE, MAGIC, SDS_MAGIC, TABLE_SIZE, decode_tlg8, read_header
 
 FORMAT = "TLG8"
@@ -68,7 +68,8 @@ def _save(im, fp, filename):
         alpha = "A" in im.getbands() or "transparency" in im.info
         im = im.convert("RGBA" if alpha else "RGB")
     data = encode_samples(to_tlg8_order(np.asarray(im)), options.get("search", "model"),
-                          max_trials=options.get("max_trials", 16))
+                          max_trials=options.get("max_trials"),
+                          effort=options.get("effort", DEFAULT_EFFORT))
     fp.write(data)
 
 

@@ -263,12 +263,20 @@ def _update_state(a, m, up, down):
 
 
 def _adaptive_k(ms, row_ids, table, span=256, lockstep_limit=4):
-    """k before every value of several independent Golomb rows (§7.2), vectorised.
+    """k before every value of several independent Golomb rows (§7.2): the k arrays."""
+    states = _adaptive_states(ms, row_ids, table, span, lockstep_limit)
+    ktab = np.zeros((8, K_INDEX_LIMIT + 1), np.int64)     # idx >= 1024: k = 0 (§11)
+    ktab[:, :K_INDEX_LIMIT] = stages.k_table(table)
+    return [ktab[r, np.minimum((a + 8) >> 4, K_INDEX_LIMIT)] for a, r in zip(states, row_ids)]
+
+
+def _adaptive_states(ms, row_ids, table, span=256, lockstep_limit=4):
+    """The state `a` before every value of several independent Golomb rows (§7.2).
 
     ms: mapped magnitudes of each row sequence (int64 arrays); row_ids: their Golomb rows.
-    Returns the k arrays. The state `a` is sequential, but it forgets its start: each
+    Returns the state arrays. The state is sequential, but it forgets its start: each
     update keeps (16 - rho)/16 of it, so two states fed the same magnitudes meet after a
-    few dozen values. Hence:
+    few dozen values. Hence, vectorised:
     1. cut the concatenated sequences into segments of `span` values and advance all
        segments together from the guess a = 0 (exact where a row starts);
     2. re-run each segment whose true entering state differs, from that state, until it
@@ -335,10 +343,7 @@ def _adaptive_k(ms, row_ids, table, span=256, lockstep_limit=4):
             state = (16 * mp * rho + state * (16 - rho) + 8) >> 4
             p += 1
 
-    idx = np.minimum((states.T.ravel()[:n] + 8) >> 4, K_INDEX_LIMIT)
-    ktab = np.zeros((8, K_INDEX_LIMIT + 1), np.int64)     # idx >= 1024: k = 0 (§11)
-    ktab[:, :K_INDEX_LIMIT] = stages.k_table(table)
-    return np.split(ktab[row[:n], idx], np.cumsum(lengths)[:-1])
+    return np.split(states.T.ravel()[:n], np.cumsum(lengths)[:-1])
 
 
 def _magnitudes(v, runlength):
@@ -376,23 +381,36 @@ def _varuint_groups(x):
             return out
 
 
-def _stream_fields(v, width):
-    """(mode, values, bit lengths) of one choice stream, mode chosen by exact cost (§5.3)."""
+def _stream_costs(v, width):
+    """Bits of one choice stream (§5.3) in each mode: (Raw, SameAsPrevious, RunLength)."""
     n = len(v)
     change = v[1:] != v[:-1]
     starts = np.flatnonzero(np.concatenate([[True], change]))
     run_lengths = np.diff(np.append(starts, n))
     groups = np.maximum(1, (_bitlen(np.maximum(run_lengths - 1, 1)) + 6) // 7)
-    costs = (n * width,
-             width + (n - 1) + width * int(change.sum()),
-             int((width + 8 * groups).sum()))
-    mode = costs.index(min(costs))                       # ties go to the lower mode
+    return (n * width,
+            width + (n - 1) + width * int(change.sum()),
+            int((width + 8 * groups).sum()))
+
+
+def _stream_mode(v, width):
+    """The mode the encoder codes a choice stream in: the cheapest, ties to the lower."""
+    costs = _stream_costs(v, width)
+    return costs.index(min(costs))
+
+
+def _stream_fields(v, width):
+    """(mode, values, bit lengths) of one choice stream, mode chosen by exact cost (§5.3)."""
+    mode = _stream_mode(v, width)
     if mode == 0:
-        return mode, v, np.full(n, width)
+        return mode, v, np.full(len(v), width)
+    change = v[1:] != v[:-1]
     if mode == 1:
         values = np.concatenate([v[:1], np.where(change, v[1:] << 1, 1)])
         bits = np.concatenate([[width], np.where(change, width + 1, 1)])
         return mode, values, bits
+    starts = np.flatnonzero(np.concatenate([[True], change]))
+    run_lengths = np.diff(np.append(starts, len(v)))
     values, bits = [], []
     for value, length in zip(v[starts].tolist(), run_lengths.tolist()):
         groups = _varuint_groups(length - 1)
