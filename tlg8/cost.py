@@ -28,7 +28,8 @@ def _gamma_bits(v):
 def golomb_cost(m, k):
     """Bits of one Golomb-Rice code with escape (spec §6.3)."""
     q = m >> k
-    return 16 + _gamma_bits(m - 15) if q >= 16 else q + 1 + k
+    q_esc = stages.ESCAPE_Q
+    return q_esc + _gamma_bits(m - (q_esc - 1)) if q >= q_esc else q + 1 + k
 
 
 def run_cost(length):
@@ -44,7 +45,7 @@ def make_tables(golomb_table=stages.DEFAULT_GOLOMB_TABLE):
     # (spec §9.3). Stored pre-shifted (k << 11) so one OR with m gives the cost index.
     idx = (np.arange(A_SIZE) + 8) >> 4
     k_by_a = np.zeros((8, A_SIZE), np.int32)
-    inside = idx < 1024
+    inside = idx < stages.K_INDEX_LIMIT
     k_by_a[:, inside] = k_by_idx[:, idx[inside]] << M_BITS
     cost = np.zeros(9 << M_BITS, np.int32)
     for k in range(9):
@@ -89,7 +90,7 @@ def sequence_bits(values, row, entropy, tables=None):
         else:
             m = 2 * v - 1 if v > 0 else -2 * v - 2
         idx = (a + 8) >> 4
-        bits += golomb_cost(m, krow[idx] if idx < 1024 else 0)
+        bits += golomb_cost(m, krow[idx] if idx < stages.K_INDEX_LIMIT else 0)
         rho = up if a < m else down
         a = ((16 * m) * rho + a * (16 - rho) + 8) >> 4
     return bits

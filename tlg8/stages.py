@@ -74,6 +74,11 @@ REORDER_TABLES = np.array([
      2, 3, 9, 8, 16, 17, 21, 20, 0, 1, 4, 5, 6, 7, 18, 19],
 ], dtype=np.intp)
 
+# Golomb-Rice coding limits (cost spec §6.2-§6.3, file spec §7.3, §11): the quotient at
+# which a code escapes to gamma, and the table index from which k = 0.
+ESCAPE_Q = 16
+K_INDEX_LIMIT = 1024
+
 # Default Golomb table (cost spec §6.2): per row raise ratio, fall ratio, 9 counts.
 DEFAULT_GOLOMB_TABLE = (
     (12, 6, (1, 3, 4, 9, 27, 94, 267, 480, 139)),
@@ -98,7 +103,7 @@ def component_row(entropy, comp):
 
 def k_table(golomb_table=DEFAULT_GOLOMB_TABLE):
     """K[row, idx] for idx 0..1023: smallest k with n_0 + ... + n_k > idx (spec §6.2)."""
-    table = np.zeros((8, 1024), np.int32)
+    table = np.zeros((8, K_INDEX_LIMIT), np.int32)
     for row, (_, _, counts) in enumerate(golomb_table):
         table[row] = np.repeat(np.arange(9), counts)
     return table

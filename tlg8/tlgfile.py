@@ -41,8 +41,8 @@ _INTERLEAVED_ROWS = np.array(stages.INTERLEAVED_ROWS, np.int8)
 _RUNLENGTH_ROW = tuple(r in stages.RUNLENGTH_ROWS or r == stages.INTERLEAVED_ROWS[1]
                        for r in range(8))
 
-ESCAPE_Q = 16           # quotient at which a Golomb-Rice code escapes to gamma (§7.3)
-K_INDEX_LIMIT = 1024    # k = 0 for idx >= 1024 (§11)
+ESCAPE_Q = stages.ESCAPE_Q              # a Golomb-Rice code escapes to gamma (§7.3)
+K_INDEX_LIMIT = stages.K_INDEX_LIMIT    # k = 0 for idx >= 1024 (§11)
 MAX_GAMMA_ZEROS = 31    # the decoder rejects longer gamma prefixes (§7.3)
 MAX_VARUINT_GROUPS = 5
 
