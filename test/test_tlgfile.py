@@ -162,23 +162,30 @@ class BitPieces(unittest.TestCase):
                 self.assertEqual(k.tolist(), plain_adaptive_k(m.tolist(), r, table),
                                  (span, limit, r, len(m)))
 
-    def test_runlength_row_round_trip(self):
+    def test_golomb_rows_round_trip(self):
+        # A plain row then a run-length row of the same values, read straight on: the
+        # second row must start exactly where the first one ends. Long rows take the
+        # lockstep lanes, short ones the one-by-one path.
         rng = np.random.default_rng(5)
-        params = tlgfile._row_params(stages.DEFAULT_GOLOMB_TABLE)
+        table = stages.DEFAULT_GOLOMB_TABLE
         for trial in range(40):
-            n = int(rng.integers(1, 400))
+            n = int(rng.choice([1, 2, 30, 400, 3000, 20000]))
             v = rng.integers(-300, 301, n) * (rng.random(n) < rng.random())
+            fields = []
             for row in (0, 3):
                 runlength = tlgfile._RUNLENGTH_ROW[row]
                 m = tlgfile._magnitudes(v, runlength)
-                (k,) = tlgfile._adaptive_k([m], [row], stages.DEFAULT_GOLOMB_TABLE)
-                vals, lens = tlgfile._row_fields(v, m, k, runlength)
-                payload = tlgfile._pack(vals, lens)
-                win = tlgfile._windows(payload).tolist()
-                got, pos = tlgfile._read_row(win, 0, 8 * len(payload), n, params[row],
-                                             runlength, "row")
-                np.testing.assert_array_equal(got, v)
-                self.assertEqual(pos, int(lens.sum()))
+                (k,) = tlgfile._adaptive_k([m], [row], table)
+                fields.append(tlgfile._row_fields(v, m, k, runlength))
+            payload = tlgfile._pack(np.concatenate([f[0] for f in fields]),
+                                    np.concatenate([f[1] for f in fields]))
+            win = tlgfile._windows(payload + bytes(tlgfile.WINDOW_PAD))
+            counts = [[n, 0, 0, n, 0, 0, 0, 0]]
+            (rows,) = tlgfile._golomb_rows(win, [0], [8 * len(payload)], counts, table, 0)
+            with self.subTest(trial=trial, n=n):
+                np.testing.assert_array_equal(rows[0], v)
+                np.testing.assert_array_equal(rows[3], v)
+                self.assertTrue(all(len(rows[r]) == 0 for r in (1, 2, 4, 5, 6, 7)))
 
 
 class Geometry(unittest.TestCase):
