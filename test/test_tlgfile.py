@@ -1,12 +1,14 @@
 """The .tlg8 encoder/decoder: spec test vectors, bit-level pieces, round trips."""
+import os
 import unittest
 
 import numpy as np
 
+from shared_data import IMAGES, TLGCONV, require_shared
 from tlg8 import Tlg8Error, stages, tlgfile
-from tlg8.image import block_grid
+from tlg8.image import block_grid, read_image
 from tlg8.tlgfile import (CHOICE_LIMITS, Tlg8FormatError, decode_tlg8, encode_tlg8,
-                          read_header)
+                          read_header, read_tlg8)
 
 # File spec §10.1: the whole 241-byte file of a 1 x 1 image (89, 113, 118).
 VECTOR_1X1 = bytes.fromhex("""
@@ -320,6 +322,24 @@ class HeaderVariants(unittest.TestCase):
 
     def test_error_class(self):
         self.assertTrue(issubclass(Tlg8FormatError, Tlg8Error))
+
+
+class SharedReferenceFiles(unittest.TestCase):
+    """read_tlg8 on the reference encoder's files gives the source images (the parity test
+    also checks the choices, from bytes)."""
+
+    def test_reference_files_from_path(self):
+        require_shared("data/images", "data/tlgconv")
+        names = sorted(f[:-5] for f in os.listdir(TLGCONV) if f.endswith(".tlg8")
+                       and os.path.getsize(os.path.join(TLGCONV, f)) < 60000
+                       and os.path.exists(os.path.join(IMAGES, f[:-5] + ".bmp")))
+        self.assertIn("dko_sss", names)
+        for name in names:
+            with self.subTest(name=name):
+                samples, ncomp = read_image(os.path.join(IMAGES, name + ".bmp"))
+                out, got_ncomp, _ = read_tlg8(os.path.join(TLGCONV, name + ".tlg8"))
+                self.assertEqual(got_ncomp, ncomp)
+                np.testing.assert_array_equal(out, samples)
 
 
 if __name__ == "__main__":

@@ -1370,3 +1370,41 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
             out[oy:oy + th, ox:ox + tw] = canvas[t, 1:th + 1, 1:tw + 1]
         all_choices.append(choices)
     return out, ncomp, np.concatenate(all_choices)
+
+
+# The longest header: the TLG0.0 wrapper, the fixed fields and the Golomb table.
+LONGEST_HEADER = len(SDS_MAGIC) + 4 + HEADER_SIZE + TABLE_SIZE
+
+
+def read_tlg8(path, max_pixels=MAX_PIXELS):
+    """Decode the .tlg8 file at `path`, reading only what its header says it needs.
+
+    The header is read and checked first (magic, sizes, the decoder's limits), then the
+    tile record lengths against the file's length, and only then the records: a large
+    file that is not TLG8, or a header declaring a huge image, fails after a few hundred
+    bytes and before any large allocation; data after the last tile record is not read.
+    Returns what decode_tlg8 returns; raises Tlg8FormatError (without the file name) or
+    OSError.
+    """
+    import os       # here, not at the top: the module's head belongs to the encoder side
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(LONGEST_HEADER)
+        hdr = read_header(head)
+        _, _, ntiles = _check_sizes(hdr, max_pixels, size - hdr["offset"])
+        end = hdr["offset"]
+        for t in range(ntiles):
+            f.seek(end)
+            word = f.read(4)
+            if len(word) < 4:
+                raise Tlg8FormatError(f"file ends before tile {t} of {ntiles} (truncated)")
+            length = int.from_bytes(word, "little")
+            end += 4
+            if end + length > size:
+                raise Tlg8FormatError(f"tile {t}: payload of {length} bytes but only "
+                                      f"{size - end} left (truncated)")
+            end += length
+        f.seek(len(head))
+        data = head[:end] + f.read(max(0, end - len(head)))
+    return decode_tlg8(data, max_pixels)
