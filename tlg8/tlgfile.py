@@ -711,12 +711,16 @@ _TZ16_LIST = _TZ16.tolist()
 PAST_END, BAD_GAMMA = 1, 2                              # error codes of decoded codes
 _LANE_CODES = 64        # codes per lane aimed at
 _LANE_STEPS = 4 * _LANE_CODES
-_CURSOR_STEPS = 6 * _LANE_CODES
+_CURSOR_STEPS = 2 * _LANE_CODES         # in lockstep, for every cursor
+_CURSOR_RESUME_STEPS = 6 * _LANE_CODES  # one by one, for cursors on a path
 _MIN_LANE_BITS = 64
 # Below this many lanes a NumPy step costs more than decoding them one by one in Python.
 _SCALAR_LANES = 32
 # Codes decoded in one round at most (about 60 bytes each while the round runs).
 _ROUND_CODES = 800_000
+# Bits per value of the Golomb rows relative to row 0, as in the shared photos (the
+# filtered and run-length rows are cheaper); only used to guess where rows end.
+_ROW_WEIGHTS = (1.0, 0.8, 0.7, 0.6, 0.55, 0.5, 0.75, 0.5)
 
 
 def _decode_codes(win, ktab, state, const):
@@ -980,17 +984,17 @@ def _plan_lanes(st, end, counts):
     """Lane start bits and limits for the rest of a row from state st.
 
     The row's length in bits is estimated: at its start from the bits left in the payload,
-    shared among the rows still to come by their value counts (run-length rows weigh half);
-    later from the bits per value so far. A short estimate only costs another round.
+    shared among the rows still to come by their value counts, weighted by the typical
+    bits per value of each row (_ROW_WEIGHTS); later from the bits per value so far. A
+    short estimate only costs another round.
     """
     row, pos, need = st["row"], st["pos"], st["count"] - st["filled"]
     left = end - pos + 1
     if st["filled"]:
         est = (pos - st["first"]) / st["filled"] * need
     else:
-        weights = [0.5 if _RUNLENGTH_ROW[r] else 1.0 for r in range(8)]
-        later = sum(counts[r] * weights[r] for r in range(row + 1, 8))
-        est = left * need * weights[row] / (need * weights[row] + later)
+        later = sum(counts[r] * _ROW_WEIGHTS[r] for r in range(row + 1, 8))
+        est = left * need * _ROW_WEIGHTS[row] / (need * _ROW_WEIGHTS[row] + later)
     span = int(min(left, 1.25 * est + 256))
     lane_bits = max(_MIN_LANE_BITS, int(_LANE_CODES * est / need))
     starts = np.arange(pos, pos + span, lane_bits, dtype=np.int64)
@@ -1022,23 +1026,16 @@ def _chain(j, lane_cursor, lane_status, cursor_status, cursor_met, record_lane):
         entries.append((j, cursor_met[c]))
 
 
-def _gather(lanes, cursors, idx):
-    """Entries idx of a record field stored as lanes' then cursors' part."""
-    n = len(lanes)
-    if not len(cursors):
-        return lanes[idx]
-    return np.where(idx < n, lanes[np.minimum(idx, n - 1)], cursors[np.maximum(idx - n, 0)])
-
-
-def _take_path(st, records, idx, tail, tile):
-    """Append the values of the path records idx (into each field's (lanes, cursors)
-    pair) to row state st (§7.4, §7.5).
+def _take_path(st, path, tail, tile):
+    """Append the values of a row's path (records pos, phase, out, err in path order) to
+    row state st (§7.4, §7.5).
 
     Returns the bit position after the row's last code once the row is complete, else
     None (st then holds the exact state where the path stops). Raises for an error on the
     path before the row is complete.
     """
-    pos, phase, out, err = (_gather(*records[f], idx) for f in (0, 2, 3, 4))
+    pos, phase, out, err = path
+    n = len(pos)
     need = st["count"] - st["filled"]
     runlength = _RUNLENGTH_ROW[st["row"]]
     where = f"tile {tile}: Golomb row {st['row']}"
@@ -1050,11 +1047,11 @@ def _take_path(st, records, idx, tail, tile):
         over = run & (filled - emitted + out > need)
         bad = (err != 0) | over
     else:
-        filled = np.arange(1, len(idx) + 1)
+        filled = np.arange(1, n + 1)
         bad = err != 0
     complete = int(np.searchsorted(filled, need))
-    first_bad = int(np.argmax(bad)) if bad.any() else len(idx)
-    if first_bad <= complete and first_bad < len(idx):
+    first_bad = int(np.argmax(bad)) if bad.any() else n
+    if first_bad <= complete and first_bad < n:
         if runlength and over[first_bad]:
             raise Tlg8FormatError(f"{where}: run of {int(out[first_bad])} goes past the "
                                   f"row's {st['count']} values")
@@ -1062,7 +1059,7 @@ def _take_path(st, records, idx, tail, tile):
             raise Tlg8FormatError(f"{where}: gamma code with more than {MAX_GAMMA_ZEROS} "
                                   f"zeros")
         raise Tlg8FormatError(f"{where} runs past the end of the payload")
-    keep = min(complete + 1, len(idx))
+    keep = min(complete + 1, n)
     if runlength:
         vi = np.flatnonzero(rem[:keep] != 0)
         m = out[vi]
@@ -1072,8 +1069,8 @@ def _take_path(st, records, idx, tail, tile):
         m = out[:keep]
         st["parts"].append(np.where(m & 1, -((m + 1) >> 1), m >> 1))
     st["filled"] += int(filled[keep - 1])
-    if complete < len(idx):
-        return int(pos[keep]) if keep < len(idx) else int(tail[0])
+    if complete < n:
+        return int(pos[keep]) if keep < n else int(tail[0])
     st["pos"], st["a"], st["rem"], st["kind"] = (int(x) for x in tail)
     return None
 
@@ -1136,29 +1133,53 @@ def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
     c_rec, c_final, c_status, c_met = _run_cursors(
         win, ktab, [f[with_cursor] for f in l_final], c_const, recorded, l_rec,
         _CURSOR_STEPS)
-    l_rec[2] = c_rec[2] = None             # the states a were only needed for meeting
     entry = np.full(nlanes, np.iinfo(np.int64).max)
     on_cursor = np.zeros(len(with_cursor), bool)
-    tails = []
+    tails, resumed = [], []
     lane_cursor, l_status_list = lane_cursor.tolist(), l_status.tolist()
     c_status_list, c_met_list = c_status.tolist(), c_met.tolist()
     for t, g0, n, _, _ in groups:
-        entries, cursors, tail = _chain(g0, lane_cursor, l_status_list, c_status_list,
-                                        c_met_list, l_rec[0])
+        while True:
+            entries, cursors, tail = _chain(g0, lane_cursor, l_status_list, c_status_list,
+                                            c_met_list, l_rec[0])
+            c = tail[1] if tail is not None and tail[0] == "cursor" else None
+            if c is None or c_status_list[c] != 0 or len(resumed) and c in resumed[-1][0]:
+                break
+            # Only cursors on a path are worth running on (off the path, slow meetings
+            # are common: past a row's end, lanes decode the next row's bits).
+            resumed.append(([c], _one_by_one(win, ktab, np.array([c]),
+                                             [f[c:c + 1] for f in c_final], c_const[:, c:c + 1],
+                                             _CURSOR_RESUME_STEPS, c_final, c_status,
+                                             (recorded, l_rec, c_met))))
+            c_status_list[c], c_met_list[c] = int(c_status[c]), int(c_met[c])
         for j, r in entries:
             entry[j] = active[t]["pos"] if r is None else l_rec[1][r]
         on_cursor[cursors] = True
         tails.append(None if tail is None else
                      [f[tail[1]] for f in (l_final if tail[0] == "lane" else c_final)])
+    if resumed:
+        c_rec = [np.concatenate([c_rec[f]] + [r[1][f] for r in resumed]) for f in range(6)]
+    l_rec[2] = c_rec[2] = None             # the states a were only needed for meeting
     on_path = np.concatenate([l_rec[1] >= entry[l_rec[0]], on_cursor[c_rec[0]]])
     sel = np.flatnonzero(on_path[len(l_rec[0]):])
     recorded[c_rec[1][sel] - c_const[5, c_rec[0][sel]]] = len(l_rec[0]) + sel
-    records = [(lf, cf) for lf, cf in zip(l_rec[1:], c_rec[1:])]
-    for (t, _, _, start, span), tail in zip(groups, tails):
+    paths = []
+    for _, _, _, start, span in groups:
         part = recorded[start:start + span]
         part = part[part >= 0]
+        paths.append(part[on_path[part]])
+    del recorded, on_path
+    # Fields pos, phase, out, err of each path; lanes' and cursors' records joined one
+    # field at a time (memory).
+    fields = []
+    for f in (1, 3, 4, 5):
+        joined = np.concatenate([l_rec[f], c_rec[f]])
+        l_rec[f] = c_rec[f] = None
+        fields.append([joined[path] for path in paths])
+    del joined
+    for g, ((t, _, _, _, _), tail) in enumerate(zip(groups, tails)):
         st = active[t]
-        end_pos = _take_path(st, records, part[on_path[part]], tail, first_tile + t)
+        end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
         if end_pos is None:
             continue
         rows[t][st["row"]] = _row_values(st)
@@ -1300,12 +1321,13 @@ def _reconstruct(resid, pred, tiles):
         # Outside a smaller tile everything must stay 0 (its neighbours read 0 there).
         inside = np.repeat(((x[:, None] < tiles[:, 2]) & (y[:, None] < tiles[:, 3])).ravel(),
                            ncomp)
-    flat, resid, pred = canvas.reshape(-1), resid.reshape(-1), pred.reshape(-1)
+    flat, resid = canvas.reshape(-1), resid.reshape(-1)
+    pred = pred.reshape(-1)[target]
+    first_back, second_back = target - first[pred], target - second[pred]
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         t = target[lo:hi]
-        p = pred[t]
-        value = (flat[t - first[p]] + flat[t - second[p]] + 1) >> 1
-        med = p == 0
+        value = (flat[first_back[lo:hi]] + flat[second_back[lo:hi]] + 1) >> 1
+        med = pred[lo:hi] == 0
         if med.any():
             a = flat[t - ncomp]
             b = flat[t - row]
