@@ -721,6 +721,8 @@ _ROUND_CODES = 800_000
 # Bits per value of the Golomb rows relative to row 0, as in the shared photos (the
 # filtered and run-length rows are cheaper); only used to guess where rows end.
 _ROW_WEIGHTS = (1.0, 0.8, 0.7, 0.6, 0.55, 0.5, 0.75, 0.5)
+_SPAN_MARGIN = 1.25     # lanes cover this times the guessed rest of a row
+_LOCKSTEP_CODES = 20_000  # rounds with fewer codes are decoded sequentially
 
 
 def _decode_codes(win, ktab, state, const):
@@ -821,7 +823,8 @@ def _one_by_one(win, ktab, ids, state, const, steps, final, status, meet=None):
     """Finish the last few lanes (or cursors: meet = (record map, lane records, met)) of a
     lockstep loop one at a time, with `steps` steps left; return their records."""
     ktab = ktab.tolist()
-    records = ([], [], [], [], [], [])
+    records = []
+    append = records.append
     for i, lane in enumerate(ids.tolist()):
         pos, a, rem, kind = (int(x[i]) for x in state)
         # const rows as _run_lanes or _run_cursors give them; shift is the cursors' map offset
@@ -841,8 +844,7 @@ def _one_by_one(win, ktab, ids, state, const, steps, final, status, meet=None):
                 break
             out, err, new_pos, new_a, new_rem, new_kind = _decode_code(
                 win, ktab, pos, a, rem, kind, krow, up, down, end)
-            for values, v in zip(records, (lane, pos, a, 2 * rem + kind, out, err)):
-                values.append(v)
+            append((lane, pos, a, 2 * rem + kind, out, err))
             pos, a, rem, kind = new_pos, new_a, new_rem, new_kind
             if err:
                 code = 2
@@ -853,7 +855,7 @@ def _one_by_one(win, ktab, ids, state, const, steps, final, status, meet=None):
         for f, v in zip(final, (pos, a, rem, kind)):
             f[lane] = v
         status[lane] = code
-    return tuple(np.array(v, np.int64) for v in records)
+    return tuple(np.array(records, np.int64).reshape(-1, 6).T)
 
 
 def _step_records(steps):
@@ -995,7 +997,7 @@ def _plan_lanes(st, end, counts):
     else:
         later = sum(counts[r] * _ROW_WEIGHTS[r] for r in range(row + 1, 8))
         est = left * need * _ROW_WEIGHTS[row] / (need * _ROW_WEIGHTS[row] + later)
-    span = int(min(left, 1.25 * est + 256))
+    span = int(min(left, _SPAN_MARGIN * est + 256))
     lane_bits = max(_MIN_LANE_BITS, int(_LANE_CODES * est / need))
     starts = np.arange(pos, pos + span, lane_bits, dtype=np.int64)
     return starts, np.append(starts[1:], pos + span), est / need
@@ -1088,14 +1090,22 @@ def _row_values(st):
 def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
     """One round of _golomb_rows: lanes and cursors over the rest of every active tile's
     current row; completed rows go to rows, and their tiles on to the next row."""
-    lanes, groups = [], []
-    span_start = 0
+    plans = []
     codes = 0
     for t, st in active.items():
-        lane_starts, limits, bpv = _plan_lanes(st, ends[t], counts[t])
-        codes += (limits[-1] - lane_starts[0]) / bpv
-        if groups and codes > _ROUND_CODES:
+        plan = _plan_lanes(st, ends[t], counts[t])
+        codes += (plan[1][-1] - plan[0][0]) / plan[2]
+        if plans and codes > _ROUND_CODES:
             break               # the other tiles wait for the next round (memory)
+        plans.append((t, st, plan))
+    # With few codes, a lockstep step costs more than it saves: one lane per row then,
+    # decoded one code at a time.
+    sequential = codes < _LOCKSTEP_CODES
+    lanes, groups = [], []
+    span_start = 0
+    for t, st, (lane_starts, limits, bpv) in plans:
+        if sequential:
+            lane_starts, limits = lane_starts[:1], limits[-1:]
         n = len(lane_starts)
         guess = np.full(n, _lane_guess(bpv), np.int64)
         guess[0] = st["a"]
@@ -1115,7 +1125,10 @@ def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
         span_start += span
     state = [np.concatenate([x[f] for x in lanes]) for f in range(4)]
     const = np.concatenate([x[4] for x in lanes], axis=1)
-    l_rec, l_final, l_status = _run_lanes(win, ktab, state, const, _LANE_STEPS)
+    # Every code takes at least one bit, so a lane's bits bound its steps.
+    l_rec, l_final, l_status = _run_lanes(
+        win, ktab, state, const,
+        int((const[4] - state[0]).max()) + 1 if sequential else _LANE_STEPS)
     nlanes = len(l_status)
     # Lanes record disjoint bit ranges, so one map from bit position to record serves
     # the cursors' meeting test and, read in bit order, gives the path in order.
