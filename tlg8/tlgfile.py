@@ -709,7 +709,7 @@ _TZ16 = np.array([ESCAPE_Q] + [(i & -i).bit_length() - 1 for i in range(1, 1 << 
 _LOW_MASKS = (np.int64(1) << np.arange(33, dtype=np.int64)) - 1
 _TZ16_LIST = _TZ16.tolist()
 PAST_END, BAD_GAMMA = 1, 2                              # error codes of decoded codes
-_LANE_CODES = 64        # codes per lane aimed at
+_LANE_CODES = 128       # codes per lane aimed at
 _LANE_STEPS = 4 * _LANE_CODES
 _CURSOR_STEPS = 2 * _LANE_CODES         # in lockstep, for every cursor
 _CURSOR_RESUME_STEPS = 6 * _LANE_CODES  # one by one, for cursors on a path
