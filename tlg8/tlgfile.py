@@ -779,35 +779,37 @@ def _decode_codes(win, ktab, state, const):
                       np.where(value, rem - (rem > 0), kind * out), kind ^ ~value]
 
 
-def _gamma_at(win, gpos, end):
+def _gamma_at(win, base, gpos, end):
     """gamma (§7.3) at bit gpos: (g, bit length, err)."""
-    low = (int(win[gpos >> 3]) >> (gpos & 7)) & 0xFFFFFFFF
+    low = (int(win[(gpos >> 3) - base]) >> (gpos & 7)) & 0xFFFFFFFF
     if not low:
         return 1, 1, PAST_END if gpos >= end else BAD_GAMMA
     z = (low & -low).bit_length() - 1
     tpos = gpos + z + 1
-    t = (int(win[tpos >> 3]) >> (tpos & 7)) & ((1 << z) - 1)
+    t = (int(win[(tpos >> 3) - base]) >> (tpos & 7)) & ((1 << z) - 1)
     return (1 << z) | t, 2 * z + 1, 0
 
 
-def _decode_code(win, ktab, pos, a, rem, kind, krow, up, down, end):
-    """_decode_codes for one lane in Python ints (ktab as a list): (out, err, new state)."""
-    w = int(win[pos >> 3]) >> (pos & 7)
+def _decode_code(win, base, ktab, pos, a, rem, kind, krow, up, down, end):
+    """_decode_codes for one lane in Python ints: (out, err, new state). win: windows
+    (array or list) from byte `base` on; ktab as a list."""
+    w = int(win[(pos >> 3) - base]) >> (pos & 7)
     err = 0
     if rem:
-        k = ktab[krow + min((a + 8) >> 4, K_INDEX_LIMIT)]
+        idx = (a + 8) >> 4
+        k = ktab[krow + idx] if idx < K_INDEX_LIMIT else 0
         q = _TZ16_LIST[w & 0xFFFF]
         if q < ESCAPE_Q:
             out, bits = (q << k) | ((w >> (q + 1)) & ((1 << k) - 1)), q + 1 + k
         else:
-            g, bits, err = _gamma_at(win, pos + ESCAPE_Q, end)
+            g, bits, err = _gamma_at(win, base, pos + ESCAPE_Q, end)
             out, bits = g + 15, bits + ESCAPE_Q
         rho = up if a < out else down
         a += (rho * ((out << 4) - a) + 8) >> 4
         rem -= rem > 0
     else:
         if w & 3 == 3:
-            g, bits, err = _gamma_at(win, pos + 2, end)
+            g, bits, err = _gamma_at(win, base, pos + 2, end)
             out, bits = g + 2, bits + 2
         else:
             out = bits = 1 + (w & 1)
@@ -829,6 +831,9 @@ def _one_by_one(win, ktab, ids, state, const, steps, final, status, meet=None):
         pos, a, rem, kind = (int(x[i]) for x in state)
         # const rows as _run_lanes or _run_cursors give them; shift is the cursors' map offset
         krow, up, down, end, limit, shift = (int(x) for x in const[:6, i])
+        # A lane reads only up to its limit (and a code past it): as a list, faster.
+        source, base = (win, 0) if meet is not None else \
+            (win[pos >> 3:(limit >> 3) + 16].tolist(), pos >> 3)
         code = 0
         for step in range(steps + 1):
             if meet is not None:
@@ -843,7 +848,7 @@ def _one_by_one(win, ktab, ids, state, const, steps, final, status, meet=None):
             if step == steps:
                 break
             out, err, new_pos, new_a, new_rem, new_kind = _decode_code(
-                win, ktab, pos, a, rem, kind, krow, up, down, end)
+                source, base, ktab, pos, a, rem, kind, krow, up, down, end)
             append((lane, pos, a, 2 * rem + kind, out, err))
             pos, a, rem, kind = new_pos, new_a, new_rem, new_kind
             if err:
@@ -1099,13 +1104,16 @@ def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
             break               # the other tiles wait for the next round (memory)
         plans.append((t, st, plan))
     # With few codes, a lockstep step costs more than it saves: one lane per row then,
-    # decoded one code at a time.
-    sequential = codes < _LOCKSTEP_CODES
+    # decoded one code at a time. So too for a row where lanes hardly met before (noise
+    # full of escape codes resynchronises slowly).
+    few = codes < _LOCKSTEP_CODES
+    sequential = few
     lanes, groups = [], []
     span_start = 0
     for t, st, (lane_starts, limits, bpv) in plans:
-        if sequential:
+        if few or st.get("alone"):
             lane_starts, limits = lane_starts[:1], limits[-1:]
+            sequential = True
         n = len(lane_starts)
         guess = np.full(n, _lane_guess(bpv), np.int64)
         guess[0] = st["a"]
@@ -1190,13 +1198,20 @@ def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
         l_rec[f] = c_rec[f] = None
         fields.append([joined[path] for path in paths])
     del joined
-    for g, ((t, _, _, _, _), tail) in enumerate(zip(groups, tails)):
+    lane_records = np.bincount(l_rec[0], minlength=nlanes)
+    for g, ((t, g0, n, _, _), tail) in enumerate(zip(groups, tails)):
         st = active[t]
         end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
         if end_pos is None:
+            # The path stopped short, through lanes that mostly did not join it: this
+            # tile's rows go on one lane each.
+            if n > 1 and 2 * len(paths[g]) < lane_records[g0:g0 + n].sum():
+                st["alone"] = True
             continue
         rows[t][st["row"]] = _row_values(st)
         active[t] = _start_row(win, first_tile + t, st["row"] + 1, end_pos, ends[t], counts[t])
+        if active[t] is not None and st.get("alone"):
+            active[t]["alone"] = True
     for t, _, _, _, _ in groups:       # tiles left out of this round go first next time
         st = active.pop(t)
         if st is not None:
