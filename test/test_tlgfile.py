@@ -1,12 +1,14 @@
 """The .tlg8 encoder/decoder: spec test vectors, bit-level pieces, round trips."""
+import os
 import unittest
 
 import numpy as np
 
+from shared_data import IMAGES, TLGCONV, require_shared
 from tlg8 import Tlg8Error, stages, tlgfile
-from tlg8.image import block_grid
+from tlg8.image import block_grid, read_image
 from tlg8.tlgfile import (CHOICE_LIMITS, Tlg8FormatError, decode_tlg8, encode_tlg8,
-                          read_header)
+                          read_header, read_tlg8)
 
 # File spec §10.1: the whole 241-byte file of a 1 x 1 image (89, 113, 118).
 VECTOR_1X1 = bytes.fromhex("""
@@ -162,23 +164,30 @@ class BitPieces(unittest.TestCase):
                 self.assertEqual(k.tolist(), plain_adaptive_k(m.tolist(), r, table),
                                  (span, limit, r, len(m)))
 
-    def test_runlength_row_round_trip(self):
+    def test_golomb_rows_round_trip(self):
+        # A plain row then a run-length row of the same values, read straight on: the
+        # second row must start exactly where the first one ends. Long rows take the
+        # lockstep lanes, short ones the one-by-one path.
         rng = np.random.default_rng(5)
-        params = tlgfile._row_params(stages.DEFAULT_GOLOMB_TABLE)
+        table = stages.DEFAULT_GOLOMB_TABLE
         for trial in range(40):
-            n = int(rng.integers(1, 400))
+            n = int(rng.choice([1, 2, 30, 400, 3000, 20000]))
             v = rng.integers(-300, 301, n) * (rng.random(n) < rng.random())
+            fields = []
             for row in (0, 3):
                 runlength = tlgfile._RUNLENGTH_ROW[row]
                 m = tlgfile._magnitudes(v, runlength)
-                (k,) = tlgfile._adaptive_k([m], [row], stages.DEFAULT_GOLOMB_TABLE)
-                vals, lens = tlgfile._row_fields(v, m, k, runlength)
-                payload = tlgfile._pack(vals, lens)
-                win = tlgfile._windows(payload).tolist()
-                got, pos = tlgfile._read_row(win, 0, 8 * len(payload), n, params[row],
-                                             runlength, "row")
-                np.testing.assert_array_equal(got, v)
-                self.assertEqual(pos, int(lens.sum()))
+                (k,) = tlgfile._adaptive_k([m], [row], table)
+                fields.append(tlgfile._row_fields(v, m, k, runlength))
+            payload = tlgfile._pack(np.concatenate([f[0] for f in fields]),
+                                    np.concatenate([f[1] for f in fields]))
+            win = tlgfile._windows(payload + bytes(tlgfile.WINDOW_PAD))
+            counts = [[n, 0, 0, n, 0, 0, 0, 0]]
+            (rows,) = tlgfile._golomb_rows(win, [0], [8 * len(payload)], counts, table, 0)
+            with self.subTest(trial=trial, n=n):
+                np.testing.assert_array_equal(rows[0], v)
+                np.testing.assert_array_equal(rows[3], v)
+                self.assertTrue(all(len(rows[r]) == 0 for r in (1, 2, 4, 5, 6, 7)))
 
 
 class Geometry(unittest.TestCase):
@@ -313,6 +322,24 @@ class HeaderVariants(unittest.TestCase):
 
     def test_error_class(self):
         self.assertTrue(issubclass(Tlg8FormatError, Tlg8Error))
+
+
+class SharedReferenceFiles(unittest.TestCase):
+    """read_tlg8 on the reference encoder's files gives the source images (the parity test
+    also checks the choices, from bytes)."""
+
+    def test_reference_files_from_path(self):
+        require_shared("data/images", "data/tlgconv")
+        names = sorted(f[:-5] for f in os.listdir(TLGCONV) if f.endswith(".tlg8")
+                       and os.path.getsize(os.path.join(TLGCONV, f)) < 60000
+                       and os.path.exists(os.path.join(IMAGES, f[:-5] + ".bmp")))
+        self.assertIn("dko_sss", names)
+        for name in names:
+            with self.subTest(name=name):
+                samples, ncomp = read_image(os.path.join(IMAGES, name + ".bmp"))
+                out, got_ncomp, _ = read_tlg8(os.path.join(TLGCONV, name + ".tlg8"))
+                self.assertEqual(got_ncomp, ncomp)
+                np.testing.assert_array_equal(out, samples)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 Each case must raise Tlg8FormatError (never another exception, a hang or a huge
 allocation); the fuzz accepts either that error or a decode of the header's shape.
 """
+import os
 import random
+import tempfile
 import unittest
 
 import numpy as np
 
 from tlg8 import tlgfile
 from tlg8.image import block_grid
-from tlg8.tlgfile import CHOICE_LIMITS, Tlg8FormatError, decode_tlg8, encode_tlg8
+from tlg8.tlgfile import CHOICE_LIMITS, Tlg8FormatError, decode_tlg8, encode_tlg8, read_tlg8
 
 
 def bits_to_bytes(bits):
@@ -147,6 +149,105 @@ class MalformedFiles(unittest.TestCase):
             decode_tlg8(self.data, max_pixels=21 * 90 - 1)
         out, _, _ = decode_tlg8(self.data, max_pixels=21 * 90)
         np.testing.assert_array_equal(out, self.samples)
+
+
+class CountingFile:
+    """A file that counts the bytes read from it."""
+
+    def __init__(self, path, mode):
+        self.file = open(path, mode)
+        self.bytes_read = 0
+
+    def read(self, n=-1):
+        data = self.file.read(n)
+        self.bytes_read += len(data)
+        return data
+
+    def seek(self, *args):
+        return self.file.seek(*args)
+
+    def fileno(self):
+        return self.file.fileno()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+class ReadFromPath(unittest.TestCase):
+    """read_tlg8 checks the header and the record lengths before reading the rest."""
+
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.addCleanup(self.dir.cleanup)
+        rng = np.random.default_rng(13)
+        self.samples = rng.integers(0, 256, (90, 21, 3), dtype=np.uint8)
+        nblocks = len(block_grid(21, 90))
+        self.choices = np.stack([rng.integers(0, n, nblocks) for n in CHOICE_LIMITS], axis=1)
+        self.data = encode_tlg8(self.samples, self.choices)       # two tiles (rows 0-79, 80-89)
+        self.opened = []
+        tlgfile.open = self.counting_open
+        self.addCleanup(delattr, tlgfile, "open")
+
+    def counting_open(self, path, mode="r"):
+        f = CountingFile(path, mode)
+        self.opened.append(f)
+        return f
+
+    def bytes_read(self):
+        return sum(f.bytes_read for f in self.opened)
+
+    def write(self, data, size=None):
+        """A file holding data, made `size` bytes long by a sparse zero tail."""
+        path = os.path.join(self.dir.name, "f.tlg8")
+        with open(path, "wb") as f:
+            f.write(data)
+            if size is not None:
+                f.truncate(size)
+        return path
+
+    def assert_bad(self, path, fragment):
+        with self.assertRaises(Tlg8FormatError) as ctx:
+            read_tlg8(path)
+        self.assertIn(fragment, str(ctx.exception))
+
+    def test_decodes_like_bytes(self):
+        out, ncomp, choices = read_tlg8(self.write(self.data))
+        np.testing.assert_array_equal(out, self.samples)
+        np.testing.assert_array_equal(choices, self.choices)
+        self.assertEqual(ncomp, 3)
+        # The whole file once, plus the two records' lengths read ahead.
+        self.assertEqual(self.bytes_read(), len(self.data) + 2 * 4)
+
+    def test_large_file_that_is_not_tlg8(self):
+        path = self.write(b"GIF89a" + bytes(500), size=2 << 30)          # 2 GiB, sparse
+        self.assert_bad(path, "magic")
+        self.assertLessEqual(self.bytes_read(), tlgfile.LONGEST_HEADER)
+
+    def test_trailing_data_is_not_read(self):
+        out, _, _ = read_tlg8(self.write(self.data, size=1 << 30))
+        np.testing.assert_array_equal(out, self.samples)
+        self.assertEqual(self.bytes_read(), len(self.data) + 2 * 4)
+
+    def test_header_declaring_a_huge_image(self):
+        huge = (1 << 32) - 1
+        self.assert_bad(self.write(with_u64(with_u64(self.data, 33, huge), 41, huge)),
+                        "exceeds the decoder's limit")
+        # Within the limits, but the records of 1 x 1 tiles cannot all be in the file.
+        self.assert_bad(self.write(with_u64(with_u64(self.data, 17, 1), 25, 1)), "cannot fit")
+        self.assertLessEqual(self.bytes_read(), 2 * tlgfile.LONGEST_HEADER)
+
+    def test_record_longer_than_the_file(self):
+        data = self.data[:225] + b"\xff\xff\xff\xff" + self.data[229:]
+        self.assert_bad(self.write(data, size=1 << 30), "truncated")
+        self.assertLessEqual(self.bytes_read(), tlgfile.LONGEST_HEADER + 4)
+
+    def test_truncated_files(self):
+        for n in (0, 10, 48, 100, 224, 226, 229, 240, len(self.data) // 2, len(self.data) - 1):
+            with self.subTest(length=n):
+                self.assert_bad(self.write(self.data[:n]), "")
 
 
 def fuzz_bases():

@@ -624,18 +624,21 @@ def _records(data, offset, ntiles):
 # --------------------------------------------------------------------------------------
 # Decoder: bit reading
 
+WINDOW_PAD = 16         # zero bytes after each payload: a gamma code may read 48 bits past its end
 
-def _windows(payload):
-    """64-bit little-endian windows starting at every payload byte, plus zero padding.
 
-    After `>> (pos & 7)` a window holds at least 57 valid bits, enough for any code except
-    long gamma codes, which re-read.
+def _windows(buf):
+    """56-bit little-endian windows (int64) starting at every byte of buf.
+
+    After `>> (pos & 7)` a window holds at least 49 valid bits, enough for any code except
+    a long gamma code, which re-reads. int64 rather than uint64: NumPy shifts and masks
+    then mix with the int64 positions and states without casts.
     """
-    buf = np.frombuffer(bytes(payload) + bytes(24), np.uint8).astype(np.uint64)
-    n = len(buf) - 7
-    win = buf[:n].copy()
-    for j in range(1, 8):
-        win |= buf[j:j + n] << np.uint64(8 * j)
+    b = np.frombuffer(buf, np.uint8)
+    n = len(b) - 6
+    win = b[:n].astype(np.int64)
+    for j in range(1, 7):
+        win |= b[j:j + n].astype(np.int64) << (8 * j)
     return win
 
 
@@ -650,9 +653,8 @@ def _read_stream(win, win_array, pos, end, mode, nb, width, name):
         if pos + nb * width > end:
             raise Tlg8FormatError(f"{name} stream runs past the end of the payload")
         bitpos = pos + width * np.arange(nb, dtype=np.int64)
-        words = win_array[bitpos >> 3]
-        vals = (words >> (bitpos & 7).astype(np.uint64)) & np.uint64(mask)
-        return vals.astype(np.int64), pos + nb * width
+        vals = (win_array[bitpos >> 3] >> (bitpos & 7)) & mask
+        return vals, pos + nb * width
     if mode == 1:
         w = win[pos >> 3] >> (pos & 7)
         vals = [w & mask]
@@ -692,209 +694,715 @@ def _read_stream(win, win_array, pos, end, mode, nb, width, name):
     return np.repeat(np.array(run_values, np.int64), run_lengths), pos
 
 
-def _gamma(win, pos, end, where):
-    """Read gamma (§7.3) at pos; return (g, new pos)."""
-    w = win[pos >> 3] >> (pos & 7)
-    if not w & 0xFFFFFFFF:
-        if pos >= end:
-            raise Tlg8FormatError(f"{where} runs past the end of the payload")
-        raise Tlg8FormatError(f"{where}: gamma code with more than {MAX_GAMMA_ZEROS} zeros")
-    z = (w & -w).bit_length() - 1
-    pos += z + 1
-    t = (win[pos >> 3] >> (pos & 7)) & ((1 << z) - 1)
-    return (1 << z) | t, pos + z
+def _side_information(win, start, length, nb, tile):
+    """Choices (nb, 5) of one tile (§5.2, §5.3) and the bit where its Golomb rows start.
 
-
-# Trailing zero count of every non-zero 16-bit value: the Golomb-Rice quotient.
-_TRAILING_ZEROS = [0] + [(i & -i).bit_length() - 1 for i in range(1, 1 << ESCAPE_Q)]
-_MASKS = [(1 << k) - 1 for k in range(9)]
-
-
-def _read_magnitudes(win, pos, end, count, state, where, out):
-    """Append `count` Golomb-Rice coded mapped magnitudes (§7.2, §7.3) to out; return pos.
-
-    state = [krow, up, down, a] of the row; a is updated. The end is checked once at the
-    end: past it the windows hold zero padding, and zeros always stop in _gamma within
-    one value.
+    win: windows of the payload buffer; start: the payload's first byte in it.
     """
-    krow, up, down, a = state
-    up16, up_keep, down16, down_keep = 16 * up, 16 - up, 16 * down, 16 - down
-    append = out.append
-    zeros = _TRAILING_ZEROS
-    masks = _MASKS
-    for _ in range(count):
-        idx = (a + 8) >> 4
-        k = krow[idx] if idx < K_INDEX_LIMIT else 0
-        w = win[pos >> 3] >> (pos & 7)
-        low = w & 0xFFFF
-        if low:
-            q = zeros[low]
-            m = (q << k) | ((w >> (q + 1)) & masks[k])
-            pos += q + 1 + k
-        else:
-            g, pos = _gamma(win, pos + ESCAPE_Q, end, where)
-            m = g + 15
-        append(m)
-        if a < m:
-            a = (m * up16 + a * up_keep + 8) >> 4
-        else:
-            a = (m * down16 + a * down_keep + 8) >> 4
-    if pos > end:
-        raise Tlg8FormatError(f"{where} runs past the end of the payload")
-    state[3] = a
-    return pos
-
-
-def _read_row(win, pos, end, count, params, runlength, where):
-    """Decode one Golomb row of `count` values (§7.4, §7.5); return (int64 array, pos)."""
-    state = list(params) + [0]
-    if not runlength:
-        ms = []
-        pos = _read_magnitudes(win, pos, end, count, state, where, ms)
-        m = np.array(ms, np.int64)
-        return np.where(m & 1, -((m + 1) >> 1), m >> 1), pos
-    if pos >= end:
-        raise Tlg8FormatError(f"{where} runs past the end of the payload")
-    nonzero = (win[pos >> 3] >> (pos & 7)) & 1
-    pos += 1
-    ms, run_starts, run_lengths = [], [], []
-    filled = 0
-    while filled < count:
-        w = win[pos >> 3] >> (pos & 7)
-        if not w & 1:
-            length, pos = 1, pos + 1
-        elif not w & 2:
-            length, pos = 2, pos + 2
-        else:
-            g, pos = _gamma(win, pos + 2, end, where)
-            length = g + 2
-        if pos > end:
-            raise Tlg8FormatError(f"{where} runs past the end of the payload")
-        if filled + length > count:
-            raise Tlg8FormatError(f"{where}: run of {length} goes past the row's "
-                                  f"{count} values")
-        if nonzero:
-            run_starts.append(filled)
-            run_lengths.append(length)
-            pos = _read_magnitudes(win, pos, end, length, state, where, ms)
-        filled += length
-        nonzero ^= 1
-    values = np.zeros(count, np.int64)
-    if ms:
-        m = np.array(ms, np.int64)
-        first = np.repeat(np.array(run_starts, np.int64), run_lengths)
-        inside = np.arange(len(m)) - np.repeat(np.cumsum(run_lengths) - run_lengths,
-                                               run_lengths)
-        values[first + inside] = np.where(m & 1, (m + 1) >> 1, -(m >> 1) - 1)
-    return values, pos
-
-
-def _decode_payload(payload, tw, th, ncomp, row_params, tile):
-    """Choices (NB, 5) and coded values (laid out as _value_rows says) of one tile."""
-    blocks = _tile_blocks(tw, th)
-    nb = len(blocks)
-    win_array = _windows(payload)
-    win = win_array.tolist()
-    end = 8 * len(payload)
+    end = 8 * length
+    # Python ints for the sequential stream modes: at most nb * (7 + 40) bits per stream.
+    prefix = win[start:start + min(length, 30 * nb + 8) + 1].tolist()
+    payload_win = win[start:start + length + 1]
     pos = 10
-    modes = [(win[0] >> (2 * s)) & 3 for s in range(5)]     # past the end reads 0 (§8.6)
+    modes = [(prefix[0] >> (2 * s)) & 3 for s in range(5)]  # past the end reads 0 (§8.6)
     choices = np.empty((nb, 5), np.int64)
     for s, (mode, col, width, limit) in enumerate(zip(modes, STREAM_COLUMNS, STREAM_BITS,
                                                       STREAM_LIMITS)):
         name = f"tile {tile}: {STREAM_NAMES[s]}"
         if mode == 3:
             raise Tlg8FormatError(f"{name} stream has mode 3")
-        vals, pos = _read_stream(win, win_array, pos, end, mode, nb, width, name)
+        vals, pos = _read_stream(prefix, payload_win, pos, end, mode, nb, width, name)
         if (vals >= limit).any():
             raise Tlg8FormatError(f"{name} value {int(vals.max())} out of range (0..{limit - 1})")
         choices[:, col] = vals
-    pos = (pos + 7) & ~7
-    n = blocks[:, 2] * blocks[:, 3]
-    offsets, rows = _value_rows(choices[:, 4], choices[:, 3], n, ncomp)
-    values = np.empty(len(rows), np.int64)
-    for r in range(8):
-        where = rows == r
-        count = int(np.count_nonzero(where))
-        if count:
-            if pos >= end:
-                raise Tlg8FormatError(f"tile {tile}: Golomb row {r} runs past the end "
-                                      f"of the payload")
-            values[where], pos = _read_row(win, pos, end, count, row_params[r],
-                                           _RUNLENGTH_ROW[r], f"tile {tile}: Golomb row {r}")
-    return choices, values, offsets
+    return choices, (pos + 7) & ~7
+
+
+# --------------------------------------------------------------------------------------
+# Decoder: Golomb rows
+#
+# A row is one sequential code stream: where a code starts and which k it uses depend on
+# every code before it. The rows of all tiles are decoded together, and each row is cut at
+# guessed bit positions into many segments, decoded in lockstep ("lanes") from a guessed
+# state. A lane's decoding becomes exact as soon as its state (bit position, adaptive state
+# a, run phase) equals the true one: decoding is deterministic, and both converge quickly
+# (Golomb-Rice codes resynchronise within a few codes and a forgets its start, §7.2).
+# After the lanes, a "cursor" runs on from the end of each lane until its state equals a
+# state recorded by a later lane of the same row; the true decoding of the row is then
+# lane 0 (which starts from the exact state), its cursor, the lane it met from the meeting
+# point on, and so on. Whatever is not joined up this way (rare) starts the next round from
+# the exact state reached. Errors found by a lane count only where they are on that path.
+
+_TZ16 = np.array([ESCAPE_Q] + [(i & -i).bit_length() - 1 for i in range(1, 1 << ESCAPE_Q)],
+                 np.int64)                              # quotient of a Rice code; 16: escape
+_LOW_MASKS = (np.int64(1) << np.arange(33, dtype=np.int64)) - 1
+_TZ16_LIST = _TZ16.tolist()
+PAST_END, BAD_GAMMA = 1, 2                              # error codes of decoded codes
+_LANE_CODES = 128       # codes per lane aimed at
+_LANE_STEPS = 4 * _LANE_CODES
+_CURSOR_STEPS = 2 * _LANE_CODES         # in lockstep, for every cursor
+_CURSOR_RESUME_STEPS = 6 * _LANE_CODES  # one by one, for cursors on a path
+_MIN_LANE_BITS = 64
+# Below this many lanes a NumPy step costs more than decoding them one by one in Python.
+_SCALAR_LANES = 32
+# Codes decoded in one round at most (about 60 bytes each while the round runs).
+_ROUND_CODES = 800_000
+# Bits per value of the Golomb rows relative to row 0, as in the shared photos (the
+# filtered and run-length rows are cheaper); only used to guess where rows end.
+_ROW_WEIGHTS = (1.0, 0.8, 0.7, 0.6, 0.55, 0.5, 0.75, 0.5)
+_SPAN_MARGIN = 1.25     # lanes cover this times the guessed rest of a row
+_LOCKSTEP_CODES = 20_000  # rounds with fewer codes are decoded sequentially
+
+
+def _decode_codes(win, ktab, state, const):
+    """Decode the next code of every lane; return (out, err, new state).
+
+    state: int64 arrays pos, a, rem, kind. rem < 0: a plain row, every code is a value;
+    rem > 0: inside a non-zero run of a run-length row, rem values to go; rem == 0: a run
+    length comes next, of a zero run (kind 0) or a non-zero run (kind 1).
+    const: int64 (>= 4, N) rows: k-table offset of the lane's row, raise ratio, fall
+    ratio, end bit of the payload (further rows are the callers').
+    out: the mapped magnitude of a value, or the length of a run. err: 0, PAST_END or
+    BAD_GAMMA.
+    """
+    pos, a, rem, kind = state
+    w = win[pos >> 3] >> (pos & 7)
+    k = ktab[const[0] + np.minimum((a + 8) >> 4, K_INDEX_LIMIT)]
+    q = _TZ16[w & 0xFFFF]
+    q1 = q + 1
+    out = (q << k) | ((w >> q1) & _LOW_MASKS[k])
+    bits = q1 + k
+    value = rem != 0
+    only_values = value.all()          # plain rows and non-zero runs: the common case
+    if only_values:
+        gamma = np.flatnonzero(q == ESCAPE_Q)
+    else:
+        short_run = 1 + (w & 1)                             # `0` -> 1, `1 0` -> 2
+        out = np.where(value, out, short_run)
+        bits = np.where(value, bits, short_run)
+        gamma = np.flatnonzero(np.where(value, q == ESCAPE_Q, (w & 3) == 3))
+    err = np.zeros(len(pos), np.int8)
+    if len(gamma):
+        is_value = value[gamma]
+        skip = np.where(is_value, ESCAPE_Q, 2)              # 16 zeros, or `1 1`
+        gpos = pos[gamma] + skip
+        low = (win[gpos >> 3] >> (gpos & 7)) & 0xFFFFFFFF
+        bad = low == 0                                      # more than 31 zeros
+        z = np.frexp((low & -low) | bad)[1] - 1
+        tpos = gpos + z + 1
+        t = (win[tpos >> 3] >> (tpos & 7)) & _LOW_MASKS[z]
+        out[gamma] = ((np.int64(1) << z) | t) + np.where(is_value, 15, 2)
+        bits[gamma] = skip + 2 * z + 1
+        if bad.any():
+            err[gamma[bad]] = np.where(gpos[bad] >= const[3, gamma[bad]], PAST_END, BAD_GAMMA)
+    new_pos = pos + bits
+    past = new_pos > const[3]
+    if past.any():
+        err[past & (err == 0)] = PAST_END
+    rho = np.where(a < out, const[1], const[2])
+    new_a = a + ((rho * ((out << 4) - a) + 8) >> 4)
+    if only_values:
+        return out, err, [new_pos, new_a, rem - (rem > 0), kind]
+    # Run codes leave a alone; a non-zero run's length is the number of values to follow.
+    return out, err, [new_pos, np.where(value, new_a, a),
+                      np.where(value, rem - (rem > 0), kind * out), kind ^ ~value]
+
+
+def _gamma_at(win, base, gpos, end):
+    """gamma (§7.3) at bit gpos: (g, bit length, err)."""
+    low = (int(win[(gpos >> 3) - base]) >> (gpos & 7)) & 0xFFFFFFFF
+    if not low:
+        return 1, 1, PAST_END if gpos >= end else BAD_GAMMA
+    z = (low & -low).bit_length() - 1
+    tpos = gpos + z + 1
+    t = (int(win[(tpos >> 3) - base]) >> (tpos & 7)) & ((1 << z) - 1)
+    return (1 << z) | t, 2 * z + 1, 0
+
+
+def _decode_code(win, base, ktab, pos, a, rem, kind, krow, up, down, end):
+    """_decode_codes for one lane in Python ints: (out, err, new state). win: windows
+    (array or list) from byte `base` on; ktab as a list."""
+    w = int(win[(pos >> 3) - base]) >> (pos & 7)
+    err = 0
+    if rem:
+        idx = (a + 8) >> 4
+        k = ktab[krow + idx] if idx < K_INDEX_LIMIT else 0
+        q = _TZ16_LIST[w & 0xFFFF]
+        if q < ESCAPE_Q:
+            out, bits = (q << k) | ((w >> (q + 1)) & ((1 << k) - 1)), q + 1 + k
+        else:
+            g, bits, err = _gamma_at(win, base, pos + ESCAPE_Q, end)
+            out, bits = g + 15, bits + ESCAPE_Q
+        rho = up if a < out else down
+        a += (rho * ((out << 4) - a) + 8) >> 4
+        rem -= rem > 0
+    else:
+        if w & 3 == 3:
+            g, bits, err = _gamma_at(win, base, pos + 2, end)
+            out, bits = g + 2, bits + 2
+        else:
+            out = bits = 1 + (w & 1)
+        rem = kind * out
+        kind ^= 1
+    pos += bits
+    if not err and pos > end:
+        err = PAST_END
+    return out, err, pos, a, rem, kind
+
+
+def _one_by_one(win, ktab, ids, state, const, steps, final, status, meet=None):
+    """Finish the last few lanes (or cursors: meet = (record map, lane records, met)) of a
+    lockstep loop one at a time, with `steps` steps left; return their records."""
+    ktab = ktab.tolist()
+    records = []
+    append = records.append
+    for i, lane in enumerate(ids.tolist()):
+        pos, a, rem, kind = (int(x[i]) for x in state)
+        # const rows as _run_lanes or _run_cursors give them; shift is the cursors' map offset
+        krow, up, down, end, limit, shift = (int(x) for x in const[:6, i])
+        # A lane reads only up to its limit (and a code past it): as a list, faster.
+        source, base = (win, 0) if meet is not None else \
+            (win[pos >> 3:(limit >> 3) + 16].tolist(), pos >> 3)
+        code = 0
+        for step in range(steps + 1):
+            if meet is not None:
+                if pos >= limit:
+                    code = 3
+                    break
+                r = int(meet[0][pos - shift])
+                if r >= 0 and meet[1][2][r] == a and meet[1][3][r] == 2 * rem + kind:
+                    code = 1
+                    meet[2][lane] = r
+                    break
+            if step == steps:
+                break
+            out, err, new_pos, new_a, new_rem, new_kind = _decode_code(
+                source, base, ktab, pos, a, rem, kind, krow, up, down, end)
+            append((lane, pos, a, 2 * rem + kind, out, err))
+            pos, a, rem, kind = new_pos, new_a, new_rem, new_kind
+            if err:
+                code = 2
+                break
+            if meet is None and pos >= limit:
+                code = 1
+                break
+        for f, v in zip(final, (pos, a, rem, kind)):
+            f[lane] = v
+        status[lane] = code
+    return tuple(np.array(records, np.int64).reshape(-1, 6).T)
+
+
+def _step_records(steps):
+    """Records appended step by step (lane ids, pos, a, phase, out, err) -> 6 arrays;
+    empties `steps` field by field on the way, to keep the peak memory down."""
+    if not steps:
+        return [np.zeros(0, np.int64) for _ in range(6)]
+    fields = [list(f) for f in zip(*steps)]
+    steps.clear()
+    out = []
+    for f in fields:
+        out.append(np.concatenate(f))
+        f.clear()
+    return out
+
+
+def _run_lanes(win, ktab, state, const, max_steps):
+    """Decode lanes in lockstep until each reaches its limit (const[4]), an error or
+    max_steps. Returns (records, final states, status: 0 stopped by max_steps, 1 at its
+    limit, 2 error)."""
+    n = len(state[0])
+    ids = np.arange(n, dtype=np.int32)
+    final = [np.zeros(n, np.int64) for _ in state]
+    status = np.zeros(n, np.int8)
+    steps = []
+    for step in range(max_steps):
+        if len(ids) < _SCALAR_LANES:
+            steps.append(_one_by_one(win, ktab, ids, state, const, max_steps - step, final,
+                                     status))
+            return _step_records(steps), final, status
+        pos, a, rem, kind = state
+        out, err, state = _decode_codes(win, ktab, state, const)
+        steps.append((ids, pos, a, 2 * rem + kind, out, err))
+        done = (state[0] >= const[4]) | (err != 0)
+        if done.any():
+            d = np.flatnonzero(done)
+            for f, x in zip(final, state):
+                f[ids[d]] = x[d]
+            status[ids[d]] = np.where(err[d] != 0, 2, 1)
+            keep = np.flatnonzero(~done)
+            ids, const = ids[keep], const[:, keep]
+            state = [x[keep] for x in state]
+            if not len(ids):
+                break
+    for f, x in zip(final, state):
+        f[ids] = x
+    return _step_records(steps), final, status
+
+
+def _run_cursors(win, ktab, state, const, recorded, lanes, max_steps):
+    """Decode on from the ends of lanes until each meets a state recorded by a lane.
+
+    const rows 4, 5: end of the row's lanes and the map offset of each cursor's row;
+    recorded: map from bit position (minus the offset) to a lane record, -1 where none;
+    lanes: the lanes' records. Returns (records, final states, status: 0 stopped by
+    max_steps, 1 met, 2 error, 3 past the row's lanes; index of the met record).
+    """
+    lane_a, lane_phase = lanes[2], lanes[3]
+    n = len(state[0])
+    ids = np.arange(n, dtype=np.int32)
+    final = [np.zeros(n, np.int64) for _ in state]
+    status = np.zeros(n, np.int8)
+    met = np.zeros(n, np.int64)
+    steps = []
+    for step in range(max_steps + 1):
+        if len(ids) < _SCALAR_LANES:
+            steps.append(_one_by_one(win, ktab, ids, state, const, max_steps - step, final,
+                                     status, (recorded, lanes, met)))
+            break
+        pos, a, rem, kind = state
+        phase = 2 * rem + kind
+        beyond = pos >= const[4]
+        r = recorded[np.where(beyond, 0, pos - const[5])]
+        hit = ~beyond & (r >= 0) & (lane_a[r] == a) & (lane_phase[r] == phase)
+        stop = hit | beyond if step < max_steps else np.ones(len(ids), bool)
+        if stop.any():
+            status[ids[hit]] = 1
+            met[ids[hit]] = r[hit]
+            status[ids[beyond]] = 3
+            unmet = np.flatnonzero(stop & ~hit)
+            for f, x in zip(final, state):
+                f[ids[unmet]] = x[unmet]
+            keep = np.flatnonzero(~stop)
+            ids, const, phase = ids[keep], const[:, keep], phase[keep]
+            state = [x[keep] for x in state]
+            if not len(ids):
+                break
+        out, err, new_state = _decode_codes(win, ktab, state, const)
+        steps.append((ids, state[0], state[1], phase, out, err))
+        state = new_state
+        if err.any():
+            status[ids[err != 0]] = 2
+            keep = np.flatnonzero(err == 0)
+            ids, const = ids[keep], const[:, keep]
+            state = [x[keep] for x in state]
+            if not len(ids):
+                break
+    return _step_records(steps), final, status, met
+
+
+def _k_lookup(table):
+    """Flat k table: entry 1025 * row + min(idx, 1024) (k = 0 for idx >= 1024, §11)."""
+    ktab = np.zeros((8, K_INDEX_LIMIT + 1), np.int64)
+    ktab[:, :K_INDEX_LIMIT] = stages.k_table(table)
+    return ktab.ravel()
+
+
+def _start_row(win, tile, row, pos, end, counts):
+    """Exact decoder state at the start of the first non-empty row >= row of a tile, or
+    None when there is none (§8.2 step 4)."""
+    while row < 8 and not counts[row]:
+        row += 1
+    if row == 8:
+        return None
+    if pos >= end:
+        raise Tlg8FormatError(f"tile {tile}: Golomb row {row} runs past the end of the payload")
+    st = {"row": row, "count": counts[row], "filled": 0, "a": 0, "rem": -1, "kind": 0,
+          "first": pos, "parts": []}
+    if _RUNLENGTH_ROW[row]:                 # the row starts with its non-zero flag (§7.5)
+        st["kind"] = int(win[pos >> 3] >> (pos & 7)) & 1
+        st["rem"] = 0
+        pos += 1
+    st["pos"] = pos
+    return st
+
+
+def _plan_lanes(st, end, counts):
+    """Lane start bits and limits for the rest of a row from state st.
+
+    The row's length in bits is estimated: at its start from the bits left in the payload,
+    shared among the rows still to come by their value counts, weighted by the typical
+    bits per value of each row (_ROW_WEIGHTS); later from the bits per value so far. A
+    short estimate only costs another round.
+    """
+    row, pos, need = st["row"], st["pos"], st["count"] - st["filled"]
+    left = end - pos + 1
+    if st["filled"]:
+        est = (pos - st["first"]) / st["filled"] * need
+    else:
+        later = sum(counts[r] * _ROW_WEIGHTS[r] for r in range(row + 1, 8))
+        est = left * need * _ROW_WEIGHTS[row] / (need * _ROW_WEIGHTS[row] + later)
+    span = int(min(left, _SPAN_MARGIN * est + 256))
+    lane_bits = max(_MIN_LANE_BITS, int(_LANE_CODES * est / need))
+    starts = np.arange(pos, pos + span, lane_bits, dtype=np.int64)
+    return starts, np.append(starts[1:], pos + span), est / need
+
+
+def _lane_guess(bits_per_value):
+    """Adaptive state guessed where a lane starts: about 16 times the mapped magnitude of a
+    Rice code of that length."""
+    return 16 << max(0, min(20, int(bits_per_value) - 1))
+
+
+def _chain(j, lane_cursor, lane_status, cursor_status, cursor_met, record_lane):
+    """Follow the true decoding of a row from its lane 0 (j) through cursors and lanes.
+
+    Returns (entries: (lane, record where the path enters it), cursors on the path, tail:
+    ("lane" or "cursor", index) whose final state is the exact state after the path,
+    or None when the path ends with an error record).
+    """
+    entries, cursors = [(j, None)], []
+    while True:
+        c = lane_cursor[j]
+        if c < 0:
+            return entries, cursors, None if lane_status[j] == 2 else ("lane", j)
+        cursors.append(c)
+        if cursor_status[c] != 1:
+            return entries, cursors, None if cursor_status[c] == 2 else ("cursor", c)
+        j = record_lane[cursor_met[c]]
+        entries.append((j, cursor_met[c]))
+
+
+def _take_path(st, path, tail, tile):
+    """Append the values of a row's path (records pos, phase, out, err in path order) to
+    row state st (§7.4, §7.5).
+
+    Returns the bit position after the row's last code once the row is complete, else
+    None (st then holds the exact state where the path stops). Raises for an error on the
+    path before the row is complete.
+    """
+    pos, phase, out, err = path
+    n = len(pos)
+    need = st["count"] - st["filled"]
+    runlength = _RUNLENGTH_ROW[st["row"]]
+    where = f"tile {tile}: Golomb row {st['row']}"
+    if runlength:
+        rem = phase >> 1
+        run = rem == 0
+        emitted = np.where(run, out * (1 - (phase & 1)), 1)   # zero run: its zeros
+        filled = np.cumsum(emitted)
+        over = run & (filled - emitted + out > need)
+        bad = (err != 0) | over
+    else:
+        filled = np.arange(1, n + 1)
+        bad = err != 0
+    complete = int(np.searchsorted(filled, need))
+    first_bad = int(np.argmax(bad)) if bad.any() else n
+    if first_bad <= complete and first_bad < n:
+        if runlength and over[first_bad]:
+            raise Tlg8FormatError(f"{where}: run of {int(out[first_bad])} goes past the "
+                                  f"row's {st['count']} values")
+        if err[first_bad] == BAD_GAMMA:
+            raise Tlg8FormatError(f"{where}: gamma code with more than {MAX_GAMMA_ZEROS} "
+                                  f"zeros")
+        raise Tlg8FormatError(f"{where} runs past the end of the payload")
+    keep = min(complete + 1, n)
+    if runlength:
+        vi = np.flatnonzero(rem[:keep] != 0)
+        m = out[vi]
+        st["parts"].append((st["filled"] + filled[vi] - 1,
+                            np.where(m & 1, (m + 1) >> 1, -(m >> 1) - 1)))
+    else:
+        m = out[:keep]
+        st["parts"].append(np.where(m & 1, -((m + 1) >> 1), m >> 1))
+    st["filled"] += int(filled[keep - 1])
+    if complete < n:
+        return int(pos[keep]) if keep < n else int(tail[0])
+    st["pos"], st["a"], st["rem"], st["kind"] = (int(x) for x in tail)
+    return None
+
+
+def _row_values(st):
+    """All values of a completed row from the parts _take_path appended."""
+    if not _RUNLENGTH_ROW[st["row"]]:
+        return np.concatenate(st["parts"])
+    values = np.zeros(st["count"], np.int64)
+    for where, v in st["parts"]:
+        values[where] = v
+    return values
+
+
+def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
+    """One round of _golomb_rows: lanes and cursors over the rest of every active tile's
+    current row; completed rows go to rows, and their tiles on to the next row."""
+    plans = []
+    codes = 0
+    for t, st in active.items():
+        plan = _plan_lanes(st, ends[t], counts[t])
+        codes += (plan[1][-1] - plan[0][0]) / plan[2]
+        if plans and codes > _ROUND_CODES:
+            break               # the other tiles wait for the next round (memory)
+        plans.append((t, st, plan))
+    # With few codes, a lockstep step costs more than it saves: one lane per row then,
+    # decoded one code at a time. So too for a row where lanes hardly met before (noise
+    # full of escape codes resynchronises slowly).
+    few = codes < _LOCKSTEP_CODES
+    sequential = few
+    lanes, groups = [], []
+    span_start = 0
+    for t, st, (lane_starts, limits, bpv) in plans:
+        if few or st.get("alone"):
+            lane_starts, limits = lane_starts[:1], limits[-1:]
+            sequential = True
+        n = len(lane_starts)
+        guess = np.full(n, _lane_guess(bpv), np.int64)
+        guess[0] = st["a"]
+        rem = np.full(n, min(st["rem"], 0), np.int64)
+        rem[0] = st["rem"]
+        kind = np.full(n, int(_RUNLENGTH_ROW[st["row"]]), np.int64)  # guess: non-zero run
+        kind[0] = st["kind"]
+        up, down = ratios[st["row"]]
+        span = int(limits[-1]) - st["pos"]
+        # const rows: k-table offset, ratios, payload end, lane limit, row limit, and
+        # the offset from bit positions to the row's part of the record map.
+        const = np.array([[1025 * st["row"], up, down, ends[t], 0, st["pos"] + span,
+                           st["pos"] - span_start]] * n, np.int64).T
+        const[4] = limits
+        groups.append((t, sum(len(x[0]) for x in lanes), n, span_start, span))
+        lanes.append((lane_starts, guess, rem, kind, const))
+        span_start += span
+    state = [np.concatenate([x[f] for x in lanes]) for f in range(4)]
+    const = np.concatenate([x[4] for x in lanes], axis=1)
+    # Every code takes at least one bit, so a lane's bits bound its steps.
+    l_rec, l_final, l_status = _run_lanes(
+        win, ktab, state, const,
+        int((const[4] - state[0]).max()) + 1 if sequential else _LANE_STEPS)
+    nlanes = len(l_status)
+    # Lanes record disjoint bit ranges, so one map from bit position to record serves
+    # the cursors' meeting test and, read in bit order, gives the path in order.
+    recorded = np.full(span_start, -1, np.int32 if len(l_rec[0]) < 1 << 30 else np.int64)
+    where = const[6, l_rec[0]]
+    recorded[np.subtract(l_rec[1], where, out=where)] = np.arange(len(where),
+                                                                  dtype=recorded.dtype)
+    del where
+    lane_cursor = np.full(nlanes, -1)
+    last_lane = np.zeros(nlanes, bool)
+    last_lane[[g0 + n - 1 for _, g0, n, _, _ in groups]] = True
+    with_cursor = np.flatnonzero((l_status != 2) & ~last_lane)
+    lane_cursor[with_cursor] = np.arange(len(with_cursor))
+    c_const = const[[0, 1, 2, 3, 5, 6]][:, with_cursor]
+    c_rec, c_final, c_status, c_met = _run_cursors(
+        win, ktab, [f[with_cursor] for f in l_final], c_const, recorded, l_rec,
+        _CURSOR_STEPS)
+    entry = np.full(nlanes, np.iinfo(np.int64).max)
+    on_cursor = np.zeros(len(with_cursor), bool)
+    tails, resumed = [], []
+    lane_cursor, l_status_list = lane_cursor.tolist(), l_status.tolist()
+    c_status_list, c_met_list = c_status.tolist(), c_met.tolist()
+    for t, g0, n, _, _ in groups:
+        while True:
+            entries, cursors, tail = _chain(g0, lane_cursor, l_status_list, c_status_list,
+                                            c_met_list, l_rec[0])
+            c = tail[1] if tail is not None and tail[0] == "cursor" else None
+            if c is None or c_status_list[c] != 0 or len(resumed) and c in resumed[-1][0]:
+                break
+            # Only cursors on a path are worth running on (off the path, slow meetings
+            # are common: past a row's end, lanes decode the next row's bits).
+            resumed.append(([c], _one_by_one(win, ktab, np.array([c]),
+                                             [f[c:c + 1] for f in c_final], c_const[:, c:c + 1],
+                                             _CURSOR_RESUME_STEPS, c_final, c_status,
+                                             (recorded, l_rec, c_met))))
+            c_status_list[c], c_met_list[c] = int(c_status[c]), int(c_met[c])
+        for j, r in entries:
+            entry[j] = active[t]["pos"] if r is None else l_rec[1][r]
+        on_cursor[cursors] = True
+        tails.append(None if tail is None else
+                     [f[tail[1]] for f in (l_final if tail[0] == "lane" else c_final)])
+    if resumed:
+        c_rec = [np.concatenate([c_rec[f]] + [r[1][f] for r in resumed]) for f in range(6)]
+    l_rec[2] = c_rec[2] = None             # the states a were only needed for meeting
+    on_path = np.concatenate([l_rec[1] >= entry[l_rec[0]], on_cursor[c_rec[0]]])
+    sel = np.flatnonzero(on_path[len(l_rec[0]):])
+    recorded[c_rec[1][sel] - c_const[5, c_rec[0][sel]]] = len(l_rec[0]) + sel
+    paths = []
+    for _, _, _, start, span in groups:
+        part = recorded[start:start + span]
+        part = part[part >= 0]
+        paths.append(part[on_path[part]])
+    del recorded, on_path
+    # Fields pos, phase, out, err of each path; lanes' and cursors' records joined one
+    # field at a time (memory).
+    fields = []
+    for f in (1, 3, 4, 5):
+        joined = np.concatenate([l_rec[f], c_rec[f]])
+        l_rec[f] = c_rec[f] = None
+        fields.append([joined[path] for path in paths])
+    del joined
+    lane_records = np.bincount(l_rec[0], minlength=nlanes)
+    for g, ((t, g0, n, _, _), tail) in enumerate(zip(groups, tails)):
+        st = active[t]
+        end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
+        if end_pos is None:
+            # The path stopped short, through lanes that mostly did not join it: this
+            # tile's rows go on one lane each.
+            if n > 1 and 2 * len(paths[g]) < lane_records[g0:g0 + n].sum():
+                st["alone"] = True
+            continue
+        rows[t][st["row"]] = _row_values(st)
+        active[t] = _start_row(win, first_tile + t, st["row"] + 1, end_pos, ends[t], counts[t])
+        if active[t] is not None and st.get("alone"):
+            active[t]["alone"] = True
+    for t, _, _, _, _ in groups:       # tiles left out of this round go first next time
+        st = active.pop(t)
+        if st is not None:
+            active[t] = st
+
+
+def _golomb_rows(win, starts, ends, counts, table, first_tile):
+    """Values of the Golomb rows of a run of tiles (§5.4, §7).
+
+    win: windows of the buffer holding the payloads; starts: bit where each tile's rows
+    begin; ends: bit where its payload ends; counts: (T, 8) values per row. Returns per
+    tile the 8 row value arrays (int64; empty for rows without values).
+    """
+    ktab = _k_lookup(table)
+    ratios = [(up, down) for up, down, _ in table]
+    rows = [[np.zeros(0, np.int64)] * 8 for _ in starts]
+    active = {}
+    for t in range(len(starts)):
+        st = _start_row(win, first_tile + t, 0, starts[t], ends[t], counts[t])
+        if st is not None:
+            active[t] = st
+    while active:
+        _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows)
+    return rows
+
+
+def _chunk_values(data, records, tiles, first_tile, ncomp, table):
+    """Choices (N, 5) and coded values (laid out as _value_rows says) of a run of tiles."""
+    pieces, byte_starts = [], []
+    size = 0
+    for start, length in records:
+        byte_starts.append(size)
+        pieces += [data[start:start + length], bytes(WINDOW_PAD)]
+        size += length + WINDOW_PAD
+    win = _windows(b"".join(pieces))
+    choices, layouts, starts, ends = [], [], [], []
+    counts = np.zeros((len(tiles), 8), np.int64)
+    for t, ((_, length), (_, _, tw, th)) in enumerate(zip(records, tiles.tolist())):
+        blocks = _tile_blocks(tw, th)
+        ch, rows_start = _side_information(win, byte_starts[t], length, len(blocks),
+                                           first_tile + t)
+        offsets, rows = _value_rows(ch[:, 4], ch[:, 3], blocks[:, 2] * blocks[:, 3], ncomp)
+        counts[t] = np.bincount(rows, minlength=8)
+        choices.append(ch)
+        layouts.append((offsets, rows))
+        starts.append(8 * byte_starts[t] + rows_start)
+        ends.append(8 * (byte_starts[t] + length))
+    row_values = _golomb_rows(win, starts, ends, counts.tolist(), table, first_tile)
+    del win
+    values = np.empty(int(counts.sum()), np.int64)
+    offsets = []
+    base = 0
+    for t, (offs, rows) in enumerate(layouts):
+        v = values[base:base + len(rows)]
+        for r in range(8):
+            if counts[t, r]:
+                v[rows == r] = row_values[t][r]
+        row_values[t] = None
+        offsets.append(offs + base)
+        base += len(rows)
+    return np.concatenate(choices), values, np.concatenate(offsets)
 
 
 # --------------------------------------------------------------------------------------
 # Decoder: inverse stages and reconstruction
 
 
+_BLOCK_BATCH = 4096      # blocks undone together: bounds the int64 temporaries
+
+
 def _residual_canvas(blocks, choices, values, offsets, shape):
-    """Predictor residuals E (int16, saturated) and predictor map P of a run of tiles."""
+    """Predictor residuals E (int16, saturated) and predictors of a run of tiles, both in
+    the layout of the zero-bordered canvas (T, th+1, tw+2, C) (predictor repeated per
+    component), so that reconstruction reads them with the canvas's own indices."""
     ncomp = shape[3]
-    resid = np.zeros(shape, np.int16)
-    pred = np.zeros(shape[:3], np.uint8)
-    for w, h, sel in _size_classes(blocks):
-        ch = choices[sel]
+    size = (shape[0], shape[1] + 1, shape[2] + 2, ncomp)
+    resid = np.zeros(size, np.int16)
+    pred = np.zeros(size, np.uint8)
+    for w, h, every in _size_classes(blocks):
         n = w * h
-        seq = values[offsets[sel, None] + np.arange(ncomp * n)]
-        vals = np.where(ch[:, 3, None, None] == 1, stages.deinterleave(seq, ncomp),
-                        seq.reshape(len(sel), ncomp, n))
-        if w == BLOCK and h == BLOCK:
-            for r, m in _groups(ch[:, 2]):
-                vals[m] = stages.undo_reorder(vals[m], r, w, h)
-        for f, m in _groups(ch[:, 1]):
-            vals[m] = stages.inverse_color_filter(vals[m], f)
-        # |E| >= 511 always clamps to 0 or 255, so saturating to int16 changes nothing.
-        vals = np.clip(vals, -32768, 32767).astype(np.int16)
-        index = _block_index(blocks[sel], w, h, 0)
-        resid[index] = np.moveaxis(vals.reshape(len(sel), ncomp, h, w), 1, -1)
-        pred[index] = ch[:, 0, None, None]
+        for sel in np.array_split(every, -(-len(every) // _BLOCK_BATCH)):
+            ch = choices[sel]
+            seq = values[offsets[sel, None] + np.arange(ncomp * n)]
+            vals = np.where(ch[:, 3, None, None] == 1, stages.deinterleave(seq, ncomp),
+                            seq.reshape(len(sel), ncomp, n))
+            del seq
+            if w == BLOCK and h == BLOCK:
+                for r, m in _groups(ch[:, 2]):
+                    vals[m] = stages.undo_reorder(vals[m], r, w, h)
+            for f, m in _groups(ch[:, 1]):
+                vals[m] = stages.inverse_color_filter(vals[m], f)
+            # |E| >= 511 always clamps to 0 or 255, so saturating to int16 changes nothing.
+            vals = np.clip(vals, -32768, 32767).astype(np.int16)
+            t, y, x = _block_index(blocks[sel], w, h, 0)
+            resid[t, y + 1, x + 1] = np.moveaxis(vals.reshape(len(sel), ncomp, h, w), 1, -1)
+            pred[t, y + 1, x + 1] = ch[:, 0, None, None, None]
     return resid, pred
 
 
+# Neighbour pairs (x, y) whose rounded mean is each predictor's value, for predictors 1-7
+# (§6.1: a neighbour alone is the mean of itself twice); predictor 0 (MED) is separate.
+# Neighbours as offsets back from the sample in a canvas row of R values, C per pixel:
+# a = C, b = R, c = R + C, d = R - C.
+_MEAN_PAIRS = ((None, None), ("a", "c"), ("b", "c"), ("b", "d"), ("a", "a"), ("b", "b"),
+               ("c", "c"), ("d", "d"))
+
+
 def _reconstruct(resid, pred, tiles):
-    """Samples of a run of tiles from residuals and predictors (§8.5).
+    """Samples of a run of tiles from residuals and predictors (§8.5), both in canvas
+    layout (_residual_canvas).
 
     Sample (x, y) needs (x-1, y), (x-1, y-1), (x, y-1) and (x+1, y-1), all on earlier
-    anti-diagonals x + 2y, so each anti-diagonal of every tile is computed at once.
-    Returns the int32 canvas (T, th+1, tw+2, C) with a zero border.
+    anti-diagonals x + 2y, so each anti-diagonal of every tile is computed at once: the
+    canvas indices of all samples are put in that order once, and each anti-diagonal is
+    a slice of them. Returns the int32 canvas (T, th+1, tw+2, C) with a zero border.
     """
     ntile, th_max, tw_max, ncomp = resid.shape
-    canvas = np.zeros((ntile, th_max + 1, tw_max + 2, ncomp), np.int32)
+    th_max, tw_max = th_max - 1, tw_max - 2
+    canvas = np.zeros(resid.shape, np.int32)
+    row = (tw_max + 2) * ncomp
+    offsets = {"a": ncomp, "b": row, "c": row + ncomp, "d": row - ncomp}
+    first = np.array([0] + [offsets[x] for x, _ in _MEAN_PAIRS[1:]], np.int32)
+    second = np.array([0] + [offsets[y] for _, y in _MEAN_PAIRS[1:]], np.int32)
+    # Pixels of one tile in wavefront order (anti-diagonal s = x + 2y, then y).
+    y, x = np.divmod(np.arange(th_max * tw_max), tw_max)
+    order = np.argsort(x + 2 * y, kind="stable")
+    y, x = y[order], x[order]
+    bounds = np.searchsorted(x + 2 * y, np.arange(tw_max + 2 * th_max - 1)) * (ntile * ncomp)
+    # Every sample: (pixel in wavefront order, tile, component).
+    target = ((((y + 1) * row + (x + 1) * ncomp).astype(np.int32)[:, None, None]
+               + (np.arange(ntile, dtype=np.int32) * canvas[0].size)[:, None]
+               + np.arange(ncomp, dtype=np.int32))).ravel()
     ragged = bool((tiles[:, 2] != tw_max).any() or (tiles[:, 3] != th_max).any())
-    tw = tiles[:, 2, None]
-    th = tiles[:, 3, None]
-    for step in range(tw_max + 2 * (th_max - 1)):
-        ys = np.arange(max(0, (step - tw_max + 2) // 2), min(th_max - 1, step // 2) + 1)
-        xs = step - 2 * ys
-        a = canvas[:, ys + 1, xs]
-        b = canvas[:, ys, xs + 1]
-        c = canvas[:, ys, xs]
-        d = canvas[:, ys, xs + 2]
-        p = pred[:, ys, xs]
-        present = np.unique(p)
-        if len(present) == 1:
-            value = stages.predict_neighbours(a, b, c, d, int(present[0]))
-        else:
-            value = np.choose(p[..., None], [stages.predict_neighbours(a, b, c, d, q)
-                                             for q in range(stages.N_PREDICTORS)])
-        value = np.clip(value + resid[:, ys, xs], 0, 255)
+    if ragged:
+        # Outside a smaller tile everything must stay 0 (its neighbours read 0 there).
+        inside = np.repeat(((x[:, None] < tiles[:, 2]) & (y[:, None] < tiles[:, 3])).ravel(),
+                           ncomp)
+    flat, resid = canvas.reshape(-1), resid.reshape(-1)
+    pred = pred.reshape(-1)[target]
+    first_back, second_back = target - first[pred], target - second[pred]
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        t = target[lo:hi]
+        value = (flat[first_back[lo:hi]] + flat[second_back[lo:hi]] + 1) >> 1
+        med = pred[lo:hi] == 0
+        if med.any():
+            a = flat[t - ncomp]
+            b = flat[t - row]
+            c = flat[t - row - ncomp]
+            value = np.where(med, np.minimum(np.maximum(a + b - c, np.minimum(a, b)),
+                                             np.maximum(a, b)), value)
+        value += resid[t]
+        np.minimum(np.maximum(value, 0, out=value), 255, out=value)
         if ragged:
-            # Outside a smaller tile everything must stay 0 (its neighbours read 0 there).
-            value *= ((xs < tw) & (ys < th))[..., None]
-        canvas[:, ys + 1, xs + 1] = value
+            value *= inside[lo:hi]
+        flat[t] = value
     return canvas
 
 
-def decode_tlg8(data, max_pixels=MAX_PIXELS):
-    """Decode a .tlg8 file: returns (samples uint8 (H, W, C), C, choices int64 (N, 5)).
-
-    Raises Tlg8FormatError for any invalid file, and for files beyond `max_pixels`
-    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES.
-    """
-    data = memoryview(data).cast("B")
-    hdr = read_header(data)
-    width, height, ncomp = hdr["width"], hdr["height"], hdr["ncomp"]
+def _check_sizes(hdr, max_pixels, available):
+    """Tile size and count of a parsed header, after the decoder's resource limits and a
+    check that the tile records can fit in the `available` bytes after the header."""
+    width, height = hdr["width"], hdr["height"]
     tile_w, tile_h = min(hdr["tile_w"], width), min(hdr["tile_h"], height)
     if width * height > max_pixels:
         raise Tlg8FormatError(f"image {width} x {height} exceeds the decoder's limit of "
@@ -908,28 +1416,74 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
         raise Tlg8FormatError(f"{ntiles} tiles of {tile_w} x {tile_h} exceed the decoder's "
                               f"limit of {MAX_TILES} tiles")
     # Every tile record takes at least 5 bytes: L and one byte of Golomb rows.
-    if ntiles * 5 > len(data) - hdr["offset"]:
-        raise Tlg8FormatError(f"{ntiles} tiles cannot fit in the {len(data) - hdr['offset']} "
-                              f"bytes after the header (truncated or bad sizes)")
+    if ntiles * 5 > available:
+        raise Tlg8FormatError(f"{ntiles} tiles cannot fit in the {available} bytes after "
+                              f"the header (truncated or bad sizes)")
+    return tile_w, tile_h, ntiles
+
+
+def decode_tlg8(data, max_pixels=MAX_PIXELS):
+    """Decode a .tlg8 file: returns (samples uint8 (H, W, C), C, choices int64 (N, 5)).
+
+    Raises Tlg8FormatError for any invalid file, and for files beyond `max_pixels`
+    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES.
+    """
+    data = memoryview(data).cast("B")
+    hdr = read_header(data)
+    width, height, ncomp = hdr["width"], hdr["height"], hdr["ncomp"]
+    tile_w, tile_h, ntiles = _check_sizes(hdr, max_pixels, len(data) - hdr["offset"])
     records = _records(data, hdr["offset"], ntiles)
-    row_params = _row_params(hdr["golomb_table"])
     tiles = _tiles(width, height, tile_w, tile_h)
     out = np.empty((height, width, ncomp), np.uint8)
     all_choices = []
     for t0, t1 in _chunks(tiles):
         chunk = tiles[t0:t1]
-        parts = [_decode_payload(data[start:start + length], tw, th, ncomp, row_params, t)
-                 for t, ((start, length), (_, _, tw, th))
-                 in enumerate(zip(records[t0:t1], chunk.tolist()), t0)]
-        choices = np.concatenate([p[0] for p in parts])
-        sizes = np.array([len(p[1]) for p in parts])
-        values = np.concatenate([p[1] for p in parts])
-        offsets = np.concatenate([p[2] + base for p, base in zip(parts, np.cumsum(sizes) - sizes)])
+        choices, values, offsets = _chunk_values(data, records[t0:t1], chunk, t0, ncomp,
+                                                 hdr["golomb_table"])
         shape = (len(chunk), int(chunk[:, 3].max()), int(chunk[:, 2].max()), ncomp)
         resid, pred = _residual_canvas(_chunk_blocks(chunk), choices, values, offsets, shape)
+        del values
         canvas = _reconstruct(resid, pred, chunk)
+        del resid, pred
         for t, (ox, oy, tw, th) in enumerate(chunk.tolist()):
             out[oy:oy + th, ox:ox + tw] = canvas[t, 1:th + 1, 1:tw + 1]
         all_choices.append(choices)
     return out, ncomp, np.concatenate(all_choices)
 
+
+# The longest header: the TLG0.0 wrapper, the fixed fields and the Golomb table.
+LONGEST_HEADER = len(SDS_MAGIC) + 4 + HEADER_SIZE + TABLE_SIZE
+
+
+def read_tlg8(path, max_pixels=MAX_PIXELS):
+    """Decode the .tlg8 file at `path`, reading only what its header says it needs.
+
+    The header is read and checked first (magic, sizes, the decoder's limits), then the
+    tile record lengths against the file's length, and only then the records: a large
+    file that is not TLG8, or a header declaring a huge image, fails after a few hundred
+    bytes and before any large allocation; data after the last tile record is not read.
+    Returns what decode_tlg8 returns; raises Tlg8FormatError (without the file name) or
+    OSError.
+    """
+    import os       # here, not at the top: the module's head belongs to the encoder side
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(LONGEST_HEADER)
+        hdr = read_header(head)
+        _, _, ntiles = _check_sizes(hdr, max_pixels, size - hdr["offset"])
+        end = hdr["offset"]
+        for t in range(ntiles):
+            f.seek(end)
+            word = f.read(4)
+            if len(word) < 4:
+                raise Tlg8FormatError(f"file ends before tile {t} of {ntiles} (truncated)")
+            length = int.from_bytes(word, "little")
+            end += 4
+            if end + length > size:
+                raise Tlg8FormatError(f"tile {t}: payload of {length} bytes but only "
+                                      f"{size - end} left (truncated)")
+            end += length
+        f.seek(len(head))
+        data = head[:end] + f.read(max(0, end - len(head)))
+    return decode_tlg8(data, max_pixels)
