@@ -25,7 +25,7 @@ from . import Tlg8Error, filecost, search as block_search, trials
 from .fileio import atomic_write
 from .image import TILE_H, block_grid
 from .selector import default_model
-from .tlgfile import MAX_PIXELS, decode_tlg8, encode_tlg8
+from .tlgfile import MAX_PIXELS, encode_tlg8, read_tlg8
 
 SEARCHES = ("model", "reference", "exhaustive")
 # Effort levels of the model search: trials per block, and the settings of the file-bytes
@@ -147,12 +147,9 @@ def read_file(path, max_pixels=MAX_PIXELS):
     """decode_tlg8 of a file: (samples in TLG8 order, C, choices); errors name the file."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        return read_tlg8(path, max_pixels=max_pixels)      # header and sizes first
     except OSError as e:
         raise Tlg8Error(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        return decode_tlg8(data, max_pixels=max_pixels)
     except Tlg8Error as e:
         raise type(e)(f"{path}: {e}") from None
 

@@ -15,6 +15,8 @@ Work is done per chunk of tiles: the tiles' samples sit in one zero-bordered can
 (T, th+1, tw+2, C), so "outside the tile reads 0" (§2.4) is a plain array read, and the
 decoder reconstructs all tiles of a chunk at once along anti-diagonal wavefronts.
 """
+import os
+
 import numpy as np
 
 from . import Tlg8Error, stages
@@ -83,12 +85,6 @@ def check_golomb_table(table):
 def _table_bytes(table):
     flat = [v for up, down, counts in table for v in (up, down) + tuple(counts)]
     return np.array(flat, "<u2").tobytes()
-
-
-def _row_params(table):
-    """Per row: (k list for idx 0..1023, raise ratio, fall ratio)."""
-    ktab = stages.k_table(table)
-    return [(ktab[r].tolist(), table[r][0], table[r][1]) for r in range(8)]
 
 
 # --------------------------------------------------------------------------------------
@@ -594,14 +590,10 @@ def read_header(data):
             "offset": off}
 
 
-def tile_records(data):
+def tile_records(data, max_pixels=MAX_PIXELS):
     """(start, length) of every tile payload of a file, after read_header (§3.3)."""
     hdr = read_header(data)
-    width, height = hdr["width"], hdr["height"]
-    ntiles = -(-width // min(hdr["tile_w"], width)) * -(-height // min(hdr["tile_h"], height))
-    if ntiles * 5 > len(data) - hdr["offset"]:
-        raise Tlg8FormatError(f"{ntiles} tiles cannot fit in the {len(data) - hdr['offset']} "
-                              f"bytes after the header (truncated or bad sizes)")
+    _, _, ntiles = _check_sizes(hdr, max_pixels, len(data) - hdr["offset"])
     return _records(memoryview(data).cast("B"), hdr["offset"], ntiles)
 
 
@@ -1465,8 +1457,6 @@ def read_tlg8(path, max_pixels=MAX_PIXELS):
     Returns what decode_tlg8 returns; raises Tlg8FormatError (without the file name) or
     OSError.
     """
-    import os       # here, not at the top: the module's head belongs to the encoder side
-
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(LONGEST_HEADER)
