@@ -30,7 +30,7 @@ def describe(path, max_pixels=MAX_PIXELS):
     with open(path, "rb") as f:
         data = f.read()
     header = read_header(data)
-    records = tile_records(data)
+    records = tile_records(data, max_pixels)
     modes = np.zeros((len(STREAM_NAMES), len(MODE_NAMES)), np.int64)
     for start, _ in records:
         bits = int.from_bytes(data[start:start + 2], "little")   # five 2-bit modes, LSB first
