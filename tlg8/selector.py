@@ -346,9 +346,12 @@ def head_log_proba(pairs, scores, option_logp):
     perm, primary, secondary = stages.split_filter_code(pairs % stages.N_FILTERS)
     values = (pairs // stages.N_FILTERS, perm, primary, secondary)
     out = {}
+    weights = np.exp(pair_logp).ravel()
+    rows = np.arange(n)[:, None]
     for (name, size), value in zip(HEADS[:4], values):
-        prob = np.zeros((n, size), np.float64)
-        np.add.at(prob, (np.arange(n)[:, None], value), np.exp(pair_logp))
+        # Per block and class, the sum of its pairs' probabilities (bincount: one pass,
+        # in the order np.add.at would add them, many times faster).
+        prob = np.bincount((rows * size + value).ravel(), weights, n * size).reshape(n, size)
         with np.errstate(divide="ignore"):
             out[name] = np.log(prob).astype(np.float32)
     reach = option_logp.shape[1]
