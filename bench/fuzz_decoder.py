@@ -11,14 +11,13 @@ that is not Tlg8FormatError (there should be none) and the peak memory.
 import argparse
 import os
 import random
-import resource
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "test"))
 
+from fuzzing import fuzz, report  # noqa: E402
 from test_tlgfile_robustness import fuzz_bases, mutate  # noqa: E402
 from tlg8.tlgfile import Tlg8FormatError, decode_tlg8  # noqa: E402
 
@@ -30,29 +29,8 @@ def main():
     args = parser.parse_args()
     rnd = random.Random(args.seed)
     bases = fuzz_bases()
-    outcomes = {"decoded": 0, "Tlg8FormatError": 0}
-    foreign = {}
-    slowest = 0.0
-    start = time.perf_counter()
-    cases = 0
-    while time.perf_counter() - start < args.seconds:
-        data = mutate(rnd.choice(bases), rnd)
-        cases += 1
-        t = time.perf_counter()
-        try:
-            decode_tlg8(data)
-            outcomes["decoded"] += 1
-        except Tlg8FormatError:
-            outcomes["Tlg8FormatError"] += 1
-        except Exception as e:                      # noqa: BLE001 - what we look for
-            foreign.setdefault(type(e).__name__, (str(e)[:200], data.hex()[:400]))
-        slowest = max(slowest, time.perf_counter() - t)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{cases} mutated files in {seconds:.0f} s: {outcomes}; slowest {slowest:.2f} s; "
-          f"peak {peak:.0f} MB")
-    print(f"other exceptions: {foreign or 'none'}")
-    return 1 if foreign else 0
+    return report("mutated files", fuzz(lambda: mutate(rnd.choice(bases), rnd), decode_tlg8,
+                                        Tlg8FormatError, args.seconds))
 
 
 if __name__ == "__main__":

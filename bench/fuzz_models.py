@@ -10,10 +10,8 @@ exception that is not the package's own (there should be none), and the peak mem
 import argparse
 import io
 import os
-import resource
 import sys
 import tempfile
-import time
 import zipfile
 
 import numpy as np
@@ -22,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "test"))
 
+from fuzzing import fuzz, report  # noqa: E402
 from test_selector import random_selector  # noqa: E402
 from tlg8.modelfile import ModelFormatError  # noqa: E402
 from tlg8_multitask.loader import load_model  # noqa: E402
@@ -73,27 +72,14 @@ def main():
             with open(path, "rb") as f:
                 seeds.append(f.read())
         path = os.path.join(tmp, "case.npz")
-        counts = {"loaded": 0, "ModelFormatError": 0}
-        foreign = {}
-        start = time.perf_counter()
-        cases = 0
-        while time.perf_counter() - start < args.seconds:
-            data = mutate(seeds[rng.integers(len(seeds))], rng)
+
+        def attempt(data):
             with open(path, "wb") as f:
                 f.write(data)
-            cases += 1
-            try:
-                load_model(path)
-                counts["loaded"] += 1
-            except ModelFormatError:
-                counts["ModelFormatError"] += 1
-            except Exception as e:                       # noqa: BLE001 - what we look for
-                foreign.setdefault(type(e).__name__, str(e)[:200])
-        seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{cases} mutated model files in {seconds:.0f} s: {counts}; peak {peak:.0f} MB")
-    print(f"other exceptions: {foreign or 'none'}")
-    return 1 if foreign else 0
+            load_model(path)
+        result = fuzz(lambda: mutate(seeds[rng.integers(len(seeds))], rng), attempt,
+                      ModelFormatError, args.seconds)
+    return report("mutated model files", result)
 
 
 if __name__ == "__main__":
