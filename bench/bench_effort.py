@@ -64,7 +64,7 @@ def main():
     ref_bytes, ref_seconds = totals["reference"]
     print(f"{len(args.images)} images, {blocks} blocks; model "
           f"{model.metadata.get('images') or [d['file'] for d in model.metadata.get('data', [])]}")
-    print(f"| search | trials/block | bytes | vs reference | CPU s | ms/block | x reference speed |")
+    print("| search | trials/block | bytes | vs reference | CPU s | ms/block | x reference speed |")
     print("|---|---|---|---|---|---|---|")
     for name, search, effort in points:
         nbytes, seconds = totals[name]

@@ -25,7 +25,7 @@ from . import Tlg8Error, filecost, search as block_search, trials
 from .fileio import atomic_write
 from .image import TILE_H, block_grid
 from .selector import default_model
-from .tlgfile import MAX_PIXELS, encode_tlg8, read_tlg8
+from .tlgfile import MAX_PIXELS, decode_tlg8, encode_tlg8, read_tlg8_bytes
 
 SEARCHES = ("model", "reference", "exhaustive")
 # Effort levels of the model search: trials per block, and the settings of the file-bytes
@@ -143,15 +143,19 @@ def read(path, max_pixels=MAX_PIXELS):
     return from_tlg8_order(samples, ncomp)
 
 
-def read_file(path, max_pixels=MAX_PIXELS):
-    """decode_tlg8 of a file: (samples in TLG8 order, C, choices); errors name the file."""
+def read_file(path, max_pixels=MAX_PIXELS, keep_bytes=False):
+    """decode_tlg8 of a file: (samples in TLG8 order, C, choices), and with keep_bytes the
+    file's bytes too; the header and sizes are checked before the rest is read (errors
+    name the file)."""
     path = os.fspath(path)
     try:
-        return read_tlg8(path, max_pixels=max_pixels)      # header and sizes first
+        data = read_tlg8_bytes(path, max_pixels)
+        decoded = decode_tlg8(data, max_pixels)
     except OSError as e:
         raise Tlg8Error(f"{path}: cannot read ({e.strerror or e})") from None
     except Tlg8Error as e:
         raise type(e)(f"{path}: {e}") from None
+    return decoded + (data,) if keep_bytes else decoded
 
 
 def _write_bytes(path, data):

@@ -26,9 +26,7 @@ FIELDS = ("predictor", "filter", "reorder", "interleave", "entropy")
 def describe(path, max_pixels=MAX_PIXELS):
     """The numbers `tlg8 info` shows, as a dict (what --json writes)."""
     path = os.fspath(path)
-    samples, ncomp, choices = read_file(path, max_pixels)       # validates the whole file
-    with open(path, "rb") as f:
-        data = f.read()
+    samples, ncomp, choices, data = read_file(path, max_pixels, keep_bytes=True)
     header = read_header(data)
     records = tile_records(data, max_pixels)
     modes = np.zeros((len(STREAM_NAMES), len(MODE_NAMES)), np.int64)
@@ -38,7 +36,7 @@ def describe(path, max_pixels=MAX_PIXELS):
             modes[s, (bits >> (2 * s)) & 3] += 1
     payload = sum(length for _, length in records)
     return {
-        "file": path, "bytes": len(data),
+        "file": path, "bytes": os.path.getsize(path),
         "width": header["width"], "height": header["height"], "components": ncomp,
         "alpha": bool(ncomp == 4 and (samples[..., 0] != 255).any()),
         "tile": [header["tile_w"], header["tile_h"]], "tiles": len(records),

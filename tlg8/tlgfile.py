@@ -1448,14 +1448,22 @@ LONGEST_HEADER = len(SDS_MAGIC) + 4 + HEADER_SIZE + TABLE_SIZE
 
 
 def read_tlg8(path, max_pixels=MAX_PIXELS):
-    """Decode the .tlg8 file at `path`, reading only what its header says it needs.
+    """Decode the .tlg8 file at `path` (read_tlg8_bytes, then decode_tlg8).
+
+    Returns what decode_tlg8 returns; raises Tlg8FormatError (without the file name) or
+    OSError.
+    """
+    return decode_tlg8(read_tlg8_bytes(path, max_pixels), max_pixels)
+
+
+def read_tlg8_bytes(path, max_pixels=MAX_PIXELS):
+    """The bytes of the .tlg8 file at `path` up to its last tile record, reading only what
+    its header says it needs.
 
     The header is read and checked first (magic, sizes, the decoder's limits), then the
     tile record lengths against the file's length, and only then the records: a large
     file that is not TLG8, or a header declaring a huge image, fails after a few hundred
     bytes and before any large allocation; data after the last tile record is not read.
-    Returns what decode_tlg8 returns; raises Tlg8FormatError (without the file name) or
-    OSError.
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -1475,5 +1483,4 @@ def read_tlg8(path, max_pixels=MAX_PIXELS):
                                       f"{size - end} left (truncated)")
             end += length
         f.seek(len(head))
-        data = head[:end] + f.read(max(0, end - len(head)))
-    return decode_tlg8(data, max_pixels)
+        return head[:end] + f.read(max(0, end - len(head)))
