@@ -127,7 +127,14 @@ def encode_samples(samples, search="model", model=None, max_trials=None, progres
                    effort=DEFAULT_EFFORT):
     """TLG8 samples (H, W, C) -> .tlg8 file bytes (see choose_blocks)."""
     choices, _, _ = choose_blocks(samples, search, model, max_trials, progress, jobs, effort)
-    return encode_tlg8(samples, choices)
+    return encode_choices(samples, choices, search)
+
+
+def encode_choices(samples, choices, search):
+    """The .tlg8 bytes of choices made by `search`. tlgconv's bytes need its default Golomb
+    table; every other search stores the table fitted to its own rows (tlg8.golombfit),
+    which is never larger."""
+    return encode_tlg8(samples, choices, fit_table=search != "reference")
 
 
 def write(path, array, search="model", max_trials=None, model=None, effort=DEFAULT_EFFORT):

@@ -21,10 +21,10 @@ import time
 import numpy as np
 
 from . import Tlg8Error, cli, search as block_search, stages
-from .codec import DEFAULT_EFFORT, EFFORTS, SEARCHES, EncodeError, choose_blocks
+from .codec import (DEFAULT_EFFORT, EFFORTS, SEARCHES, EncodeError, choose_blocks,
+                    encode_choices)
 from .fileio import atomic_write
 from .image import MAX_PIXELS, block_batches, block_grid, block_workspaces, read_image
-from .tlgfile import encode_tlg8
 
 OUTPUT_EXTENSIONS = (".tlg8", ".tlg")
 CONFIGS_PER_PAIR = stages.N_REORDERS * stages.N_INTERLEAVES * stages.N_ENTROPIES
@@ -129,7 +129,7 @@ def _encode_one(path, out, args, model):
     times["search"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    data = encode_tlg8(samples, choices)
+    data = encode_choices(samples, choices, args.search)
     times["encode"] = time.perf_counter() - start
     start = time.perf_counter()
     try:

@@ -2,9 +2,9 @@
 
     tlg8 info FILE... [--json]
 
-Per file: size, components, tile size and count, whether a Golomb table is stored, payload
-bytes; per choice stream (file spec §5.2, §5.3) how many tiles code it Raw, SameAsPrevious
-or RunLength; per field (predictor, filter, reorder, interleave, entropy) a histogram of
+Per file: size, components, tile size and count, whether its Golomb table is the default
+one or custom (fitted to the image), payload bytes; per choice stream (file spec §5.2,
+§5.3) how many tiles code it Raw, SameAsPrevious or RunLength; per field (predictor, filter, reorder, interleave, entropy) a histogram of
 the blocks' values. The file is decoded in full (the choices and a check that it is
 valid); a bad file gets one error line and the others are still shown.
 """
@@ -15,10 +15,12 @@ import sys
 
 import numpy as np
 
-from . import Tlg8Error, cli
+from . import Tlg8Error, cli, stages
 from .codec import read_file
 from .tlgfile import MAX_PIXELS, STREAM_NAMES, read_header, tile_records
 
+DEFAULT_TABLE = tuple((up, down, tuple(counts))
+                      for up, down, counts in stages.DEFAULT_GOLOMB_TABLE)
 MODE_NAMES = ("raw", "same-as-previous", "run-length")
 FIELDS = ("predictor", "filter", "reorder", "interleave", "entropy")
 
@@ -40,7 +42,8 @@ def describe(path, max_pixels=MAX_PIXELS):
         "width": header["width"], "height": header["height"], "components": ncomp,
         "alpha": bool(ncomp == 4 and (samples[..., 0] != 255).any()),
         "tile": [header["tile_w"], header["tile_h"]], "tiles": len(records),
-        "golomb_table": "stored" if header["table_stored"] else "default",
+        # The reference always stores the default table; our encoder a fitted one.
+        "golomb_table": "default" if header["golomb_table"] == DEFAULT_TABLE else "custom",
         "payload_bytes": payload, "blocks": len(choices),
         "stream_modes": {STREAM_NAMES[s]: dict(zip(MODE_NAMES, modes[s].tolist()))
                          for s in range(len(STREAM_NAMES))},

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import Tlg8Error, stages
+from . import Tlg8Error, golombfit, stages
 from .image import BLOCK, TILE_H, TILE_W
 
 MAGIC = b"TLG8.0\x00raw\x1a"
@@ -261,9 +261,15 @@ def _update_state(a, m, up, down):
 def _adaptive_k(ms, row_ids, table, span=256, lockstep_limit=4):
     """k before every value of several independent Golomb rows (§7.2): the k arrays."""
     states = _adaptive_states(ms, row_ids, table, span, lockstep_limit)
-    ktab = np.zeros((8, K_INDEX_LIMIT + 1), np.int64)     # idx >= 1024: k = 0 (§11)
-    ktab[:, :K_INDEX_LIMIT] = stages.k_table(table)
+    ktab = _k_of_index(table)
     return [ktab[r, np.minimum((a + 8) >> 4, K_INDEX_LIMIT)] for a, r in zip(states, row_ids)]
+
+
+def _k_of_index(table):
+    """k of each row at k index 0..1024 (§7.1); any index >= 1024 has k = 0 (§11)."""
+    ktab = np.zeros((8, K_INDEX_LIMIT + 1), np.int64)
+    ktab[:, :K_INDEX_LIMIT] = stages.k_table(table)
+    return ktab
 
 
 def _adaptive_states(ms, row_ids, table, span=256, lockstep_limit=4):
@@ -482,11 +488,14 @@ def _check_choices(choices, nblocks):
     return choices
 
 
-def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H)):
+def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H),
+                fit_table=False):
     """Bytes of the .tlg8 file for `samples` coded with the per-block `choices` (§3-§7).
 
     golomb_table: 8 rows of (raise, fall, 9 counts), default stages.DEFAULT_GOLOMB_TABLE;
-    it is stored in the header. tile_size: the reference always uses 8192 x 80 (other
+    it is stored in the header. fit_table: store instead the table with golomb_table's
+    ratios and the counts that code these Golomb rows in the fewest bits (tlg8.golombfit;
+    never larger). tile_size: the reference always uses 8192 x 80 (other
     sizes are valid files, used by tests; choices then follow those tiles' block order).
     Reorder values of edge blocks are stored as given (the reference stores 0; decoders
     ignore them).
@@ -505,15 +514,39 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H))
     tiles = _tiles(width, height, tile_w, tile_h)
     per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
     choices = _check_choices(choices, sum(per_tile))
-    tile_first = np.concatenate([[0], np.cumsum(per_tile)])
+    chunks = _indexed_sequences(samples, tiles, per_tile, choices, table)
+    if fit_table:
+        # The state, and so the k index, depends on the ratios only, never on the counts
+        # (§7.2): the fitted table is chosen from the indices the rows are coded at.
+        chunks = list(chunks)
+        table = golombfit.fit(table, [(r, m, idx) for _, _, seqs in chunks
+                                      for _, r, _, m, idx in seqs])
+    ktab = _k_of_index(table)
     out = [_header(ncomp, width, height, tile_w, tile_h, table)]
+    for ch, first, seqs in chunks:
+        tile_rows = [[] for _ in range(len(first) - 1)]
+        for t, r, v, m, idx in seqs:
+            tile_rows[t].append((r, v, m, ktab[r, np.minimum(idx, K_INDEX_LIMIT)]))
+        for t in range(len(first) - 1):
+            payload = _tile_payload(ch[first[t]:first[t + 1]], tile_rows[t])
+            out.append(len(payload).to_bytes(4, "little"))
+            out.append(payload)
+    return b"".join(out)
+
+
+def _golomb_sequences(samples, tiles, per_tile, choices):
+    """The Golomb rows of each chunk of tiles (§5.4), before any table is applied.
+
+    Yields (the chunk's choices, its tiles' first block indices in them, and the rows as
+    (tile in the chunk, row, values, mapped magnitudes)).
+    """
+    tile_first = np.concatenate([[0], np.cumsum(per_tile)])
     for t0, t1 in _chunks(tiles):
         blocks = _chunk_blocks(tiles[t0:t1])
         ch = choices[tile_first[t0]:tile_first[t1]]
         flat, offsets, rows = _coded_values(_canvas(samples, tiles[t0:t1]), blocks, ch)
         ends = np.append(offsets, len(flat))
         first = tile_first[t0:t1 + 1] - tile_first[t0]
-        # The Golomb rows of all tiles of the chunk: (tile, row, values, magnitudes).
         seqs = []
         for t in range(t1 - t0):
             v0, v1 = ends[first[t]], ends[first[t + 1]]
@@ -521,15 +554,15 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H))
                 v = flat[v0:v1][rows[v0:v1] == r]
                 if len(v):
                     seqs.append((t, r, v, _magnitudes(v, _RUNLENGTH_ROW[r])))
-        ks = _adaptive_k([s[3] for s in seqs], [s[1] for s in seqs], table)
-        tile_rows = [[] for _ in range(t1 - t0)]
-        for (t, r, v, m), k in zip(seqs, ks):
-            tile_rows[t].append((r, v, m, k))
-        for t in range(t1 - t0):
-            payload = _tile_payload(ch[first[t]:first[t + 1]], tile_rows[t])
-            out.append(len(payload).to_bytes(4, "little"))
-            out.append(payload)
-    return b"".join(out)
+        yield ch, first, seqs
+
+
+def _indexed_sequences(samples, tiles, per_tile, choices, table):
+    """_golomb_sequences with the k index before every value (§7.2) appended to each row:
+    (tile in the chunk, row, values, mapped magnitudes, k indices)."""
+    for ch, first, seqs in _golomb_sequences(samples, tiles, per_tile, choices):
+        states = _adaptive_states([s[3] for s in seqs], [s[1] for s in seqs], table)
+        yield ch, first, [seq + ((a + 8) >> 4,) for seq, a in zip(seqs, states)]
 
 
 def _header(ncomp, width, height, tile_w, tile_h, table):
