@@ -2,13 +2,15 @@
 
     python3 bench/bench_filebytes.py --model M.npz [--held-out NAME=NPZ ...] [IMAGE ...]
         [--no-synth] [--max-trials 16] [--margin 16] [--max-configs 8] [--passes 1]
-        [--rate 1 1 1] [--sweep] [--no-verify]
+        [--rate 1 1 1] [--sweep] [--no-verify] [--no-fit]
 
 Images: the shared photos dko_sss, dko_t, dko_s, img1, img2, img3 (reference: tlgconv's
 files in ../shared/data/tlgconv) and the synthetic images of tlg8.synth (reference: the
 reference search through our encoder, byte-identical to tlgconv). Each image is encoded
 with the selector's per-block best (`selector`) and with choose_for_file on the
-configurations the selector tried (`file pass`); both files are decoded and compared with
+configurations the selector tried (`file pass`), choosing with a Golomb table fitted to
+the selector's choices unless --no-fit, each file with its own fitted table (tlg8.golombfit),
+as the encoder does; both files are decoded and compared with
 the pixels. `--held-out NAME=NPZ` encodes image NAME with another model (a model trained
 without it: leave-one-out); "(held out)" marks images not among a model's training images
 (its metadata). Prints bytes, % of the reference, the selection time and the pass time per
@@ -25,10 +27,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tlg8 import filecost, selector, synth  # noqa: E402
+from tlg8 import filecost, golombfit, selector, synth  # noqa: E402
+from tlg8.codec import DEFAULT_TABLE, encode_choices  # noqa: E402
 from tlg8.image import read_image  # noqa: E402
 from tlg8.search import search_image  # noqa: E402
-from tlg8.tlgfile import decode_tlg8, encode_tlg8  # noqa: E402
+from tlg8.tlgfile import decode_tlg8, encode_tlg8, golomb_row_costs  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 PHOTOS = ("dko_sss", "dko_t", "dko_s", "img1", "img2", "img3")
@@ -45,7 +48,7 @@ def select(samples, model, max_trials):
 
 
 def encoded(samples, choices, verify):
-    data = encode_tlg8(samples, choices)
+    data = encode_choices(samples, choices, "model")          # with its fitted Golomb table
     if verify:
         decoded, _, _ = decode_tlg8(data)
         if not np.array_equal(decoded, samples):
@@ -88,6 +91,8 @@ def main():
     parser.add_argument("--rate", type=float, nargs=3, default=filecost.RATE)
     parser.add_argument("--sweep", action="store_true", help="also other pass settings")
     parser.add_argument("--no-verify", action="store_true", help="do not decode the files")
+    parser.add_argument("--no-fit", action="store_true",
+                        help="the pass chooses with the default Golomb table")
     args = parser.parse_args()
     models = {"": selector.load(args.model) if args.model else selector.default_model()}
     for item in args.held_out:
@@ -95,7 +100,8 @@ def main():
         models[name] = selector.load(path)
     setting = dict(margin=args.margin, max_configs=args.max_configs, passes=args.passes,
                    rate=tuple(args.rate))
-    print(f"pass: {setting}; selector trials {args.max_trials}")
+    print(f"pass: {setting}; selector trials {args.max_trials}; "
+          f"{'default' if args.no_fit else 'fitted'} table in the pass")
     print(f"{'image':20s} {'blocks':>6s} {'reference B':>11s} {'selector B':>10s} {'%':>7s} "
           f"{'file pass B':>11s} {'%':>7s} {'select s':>8s} {'pass s':>6s}  (CPU)")
     totals = {}
@@ -107,9 +113,13 @@ def main():
         select_s = time.process_time() - start
         rows = np.arange(len(grid))
         best = bits.argmin(1)
-        base = encoded(samples, np.concatenate([tried[rows, best], entropy[rows, best, None]],
-                                               1), not args.no_verify)
+        first = np.concatenate([tried[rows, best], entropy[rows, best, None]], 1)
+        base = encoded(samples, first, not args.no_verify)
         start = time.process_time()
+        # As the encoder does (tlg8.codec): choose with a table fitted to the first choices.
+        if not args.no_fit:
+            setting["golomb_table"] = golombfit.fit(DEFAULT_TABLE,
+                                                    golomb_row_costs(samples, first))
         choices = filecost.choose_for_file(samples, grid, tried, bits, entropy, **setting)
         pass_s = time.process_time() - start
         ours = encoded(samples, choices, not args.no_verify)

@@ -46,9 +46,9 @@ def components(rgba, ncomp):
 
 
 class FileBitsMatchEncoder(unittest.TestCase):
-    def check(self, samples, choices):
-        data = tlgfile.encode_tlg8(samples, choices)
-        side, golomb = filecost.file_bits(samples, choices)
+    def check(self, samples, choices, golomb_table=None):
+        data = tlgfile.encode_tlg8(samples, choices, golomb_table)
+        side, golomb = filecost.file_bits(samples, choices, golomb_table)
         starts = filecost.tile_starts(samples.shape[1], samples.shape[0])
         side_t = np.add.reduceat(side.sum(1), starts[:-1])
         golomb_t = np.add.reduceat(golomb, starts[:-1])
@@ -75,6 +75,19 @@ class FileBitsMatchEncoder(unittest.TestCase):
                                                                  tlgfile.STREAM_BITS)):
                                 self.assertEqual(int(side[t0:t1, s].sum()), min(
                                     tlgfile._stream_costs(choices[t0:t1, col], width)))
+
+    def test_fitted_and_other_golomb_tables(self):
+        rng = np.random.default_rng(8)
+        for name in ("texture", "edges", "alpha"):
+            samples = components(synth.make_images()[name], 4 if name == "alpha" else 3)
+            choices = random_choices(rng, len(block_grid(samples.shape[1],
+                                                         samples.shape[0])), True)
+            fitted = tlgfile.read_header(tlgfile.encode_tlg8(samples, choices,
+                                                             fit_table=True))["golomb_table"]
+            slow = [(3, 14, counts) for _, _, counts in fitted]      # other ratios too
+            for label, table in (("fitted", fitted), ("other ratios", slow)):
+                with self.subTest(image=name, table=label):
+                    self.check(samples, choices, table)
 
     def test_flat_image_long_runs(self):
         # One zero run across every block of a tile (run-length rows, 2-group varuints).

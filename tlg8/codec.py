@@ -12,20 +12,24 @@ Searches (`choose_blocks`):
                selector (tlg8.selector.default_model) unless a loaded model is given; at
                effort >= 2 the configurations it tried are then chosen among for file
                bytes (tlg8.filecost.choose_for_file: choice streams and tile-carried
-               Golomb rows, no new trials);
+               Golomb rows, no new trials), coded with a Golomb table fitted to the
+               model's first choices (tlg8.golombfit);
 * reference  - the reference encoder's search (tlg8.search): tlgconv's bytes;
 * exhaustive - every configuration, the true minimum of the bit estimate.
+Every search but the reference stores the Golomb table fitted to its final choices
+(`encode_choices`).
 """
 import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import Tlg8Error, filecost, search as block_search, trials
+from . import Tlg8Error, filecost, golombfit, search as block_search, stages, trials
 from .fileio import atomic_write
 from .image import TILE_H, block_grid
 from .selector import default_model
-from .tlgfile import MAX_PIXELS, decode_tlg8, encode_tlg8, read_tlg8_bytes
+from .tlgfile import (MAX_PIXELS, check_golomb_table, decode_tlg8, encode_tlg8,
+                      golomb_row_costs, read_tlg8_bytes)
 
 SEARCHES = ("model", "reference", "exhaustive")
 # Effort levels of the model search: trials per block, and the settings of the file-bytes
@@ -40,6 +44,7 @@ EFFORTS = {
     5: (32, {"passes": 3, "margin": 48, "max_configs": 16}),
 }
 DEFAULT_EFFORT = 3
+DEFAULT_TABLE = check_golomb_table(stages.DEFAULT_GOLOMB_TABLE)
 
 
 class EncodeError(Tlg8Error):
@@ -85,42 +90,68 @@ def choose_blocks(samples, search="model", model=None, max_trials=None, progress
         raise EncodeError(f"effort must be one of {', '.join(map(str, EFFORTS))}, not {effort!r}")
     max_trials = trials.check_max_trials(EFFORTS[effort][0] if max_trials is None
                                          else max_trials)
-    plan = (search, max_trials, EFFORTS[effort][1])
+    file_pass = EFFORTS[effort][1] if search == "model" else None
     if search == "model" and model is None:
         model = default_model()
-    if jobs <= 1:
-        return _choose(samples, model, plan, progress)
-    height = samples.shape[0]
+    # Tiles are coded independently, so bands of whole tile rows can be chosen apart. The
+    # Golomb table the file pass chooses with is fitted to the whole image's first choices
+    # (row costs add up over bands), so the choices do not depend on `jobs`.
+    height, width = samples.shape[:2]
     rows = max(TILE_H, -(-height // (4 * jobs)) // TILE_H * TILE_H)
-    bands = [(y, min(height, y + rows)) for y in range(0, height, rows)]
-    results = []
-    with ProcessPoolExecutor(jobs) as pool:
-        futures = [pool.submit(_choose, samples[y0:y1], model, plan) for y0, y1 in bands]
-        for (y0, y1), future in zip(bands, futures):
-            results.append(future.result())
-            if progress is not None:
-                progress(len(block_grid(samples.shape[1], y1 - y0)))
-    choices, bits, counts = zip(*results)
+    bands = [(y, min(height, y + rows)) for y in range(0, height, rows)] if jobs > 1 \
+        else [(0, height)]
+    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    try:
+        firsts = []
+        for (y0, y1), first in zip(bands, _run(pool, _first_choices, [
+                (samples[y0:y1], search, model, max_trials, file_pass is not None,
+                 progress if pool is None else None) for y0, y1 in bands])):
+            firsts.append(first)
+            if pool is not None and progress is not None:
+                progress(len(block_grid(width, y1 - y0)))
+        if file_pass is not None:
+            table = golombfit.fit(DEFAULT_TABLE, sum(first[3] for first in firsts))
+            passed = _run(pool, _file_pass, [(samples[y0:y1], first[4], file_pass, table)
+                                             for (y0, y1), first in zip(bands, firsts)])
+            firsts = [choices_bits + first[2:] for choices_bits, first in zip(passed, firsts)]
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    choices, bits, counts = zip(*(first[:3] for first in firsts))
     return (np.concatenate(choices), np.concatenate(bits),
             None if counts[0] is None else np.concatenate(counts))
 
 
-def _choose(samples, model, plan, progress=None):
-    search, max_trials, file_pass = plan
+def _run(pool, fn, calls):
+    """fn(*args) for each args of `calls`, in a pool's processes or (None) here; results in
+    order."""
+    if pool is None:
+        return (fn(*args) for args in calls)
+    return (task.result() for task in [pool.submit(fn, *args) for args in calls])
+
+
+def _first_choices(samples, search, model, max_trials, details, progress=None):
+    """One band's choices by its search: (choices, estimated bits, trials or None, and
+    with `details` the row costs of the choices (for fitting a Golomb table) and what the
+    model tried (for the file pass))."""
     if search != "model":
         _, best, _ = block_search.search_image(samples, search, progress=progress)
         return best[:, :5], best[:, 5], None
-    sel = model.choose_image(samples, max_trials, progress=progress,
-                             details=file_pass is not None)
-    if file_pass is None:
+    sel = model.choose_image(samples, max_trials, progress=progress, details=details)
+    if not details:
         return sel["choices"], sel["bits"], sel["trials"]
+    return (sel["choices"], sel["bits"], sel["trials"],
+            golomb_row_costs(samples, sel["choices"]), sel)
+
+
+def _file_pass(samples, sel, file_pass, table):
+    """(choices, estimated bits) for file bytes among the configurations the model tried
+    (tlg8.filecost), coded with `table`. The estimate of each chosen configuration comes
+    from its trial: the pass only picks configurations that were tried."""
     choices = filecost.choose_for_file(samples, sel["grid"], sel["tried"], sel["tried_bits"],
-                                       sel["tried_entropy"], **file_pass)
-    # The estimate of each chosen configuration, from its trial (the pass only picks
-    # configurations that were tried).
+                                       sel["tried_entropy"], golomb_table=table, **file_pass)
     hit = (sel["tried"] == choices[:, None, :4]).all(axis=2)
-    bits = sel["tried_bits"][np.arange(len(choices)), hit.argmax(axis=1)]
-    return choices, bits, sel["trials"]
+    return choices, sel["tried_bits"][np.arange(len(choices)), hit.argmax(axis=1)]
 
 
 def encode_samples(samples, search="model", model=None, max_trials=None, progress=None, jobs=1,

@@ -34,7 +34,8 @@ API (arrays in tlg8.image.block_grid order, which is the file's block order):
         tried_entropy (N, T)), per tile the sequence of choices that minimises the
         file-bit model; see its docstring.
 
-Only the default Golomb table (the one the encoder writes) is modelled.
+Every function takes the Golomb table the file is coded with (default: the default one,
+the reference's).
 """
 import numpy as np
 
@@ -110,19 +111,21 @@ def side_bits(choices, starts):
 # Golomb rows (§5.4, §7)
 
 
-def entering_states(samples, choices):
+def entering_states(samples, choices, golomb_table=None):
     """What the earlier blocks of its tile leave in each Golomb row for every block.
 
     Returns int64 (4, N, 8) = STATE_FIELDS: the state a after the row's last coded value
     (0 before the first), the kind of the row's last value (1 = non-zero) and the length
     of the run it ends (run-length rows), and 1 if the row already has values (its
-    run-length flag bit is written). Exact: the encoder's coded values and states.
+    run-length flag bit is written). Exact: the encoder's coded values and states under
+    golomb_table's ratios (default: the default table).
     """
     height, width, ncomp = samples.shape
     choices = np.asarray(choices, np.int64)
     tiles = tlgfile._tiles(width, height, TILE_W, TILE_H)
-    up = np.array([r[0] for r in stages.DEFAULT_GOLOMB_TABLE], np.int64)
-    down = np.array([r[1] for r in stages.DEFAULT_GOLOMB_TABLE], np.int64)
+    table = stages.DEFAULT_GOLOMB_TABLE if golomb_table is None else golomb_table
+    up = np.array([r[0] for r in table], np.int64)
+    down = np.array([r[1] for r in table], np.int64)
     out = np.zeros((4, len(choices), 8), np.int64)
     base = 0
     for t0, t1 in tlgfile._chunks(tiles):
@@ -144,8 +147,7 @@ def entering_states(samples, choices):
             coded = v != 0 if runlength else np.ones(len(v), bool)
             seqs.append((int(tile[owner[seg[0]]]), r, v, owner[seg], coded,
                          tlgfile._magnitudes(v, runlength)))
-        before = tlgfile._adaptive_states([s[5] for s in seqs], [s[1] for s in seqs],
-                                          stages.DEFAULT_GOLOMB_TABLE)
+        before = tlgfile._adaptive_states([s[5] for s in seqs], [s[1] for s in seqs], table)
         first_block = np.searchsorted(tile, np.arange(t1 - t0 + 1))
         for (t, r, v, vblock, coded, m), a in zip(seqs, before):
             # after[j + 1]: the state after coded value j; after[0] = 0, the row's start.
@@ -172,7 +174,7 @@ def run_code_bits(length):
     return np.where(length <= 2, length, 1 + 2 * tlgfile._bitlen(np.maximum(length - 2, 1)))
 
 
-def _sequence_bits(values, row, entropy, states, block, exits=None):
+def _sequence_bits(values, row, entropy, states, block, exits=None, tables=None):
     """File bits of lanes (P, L) appended to Golomb row `row` of blocks `block`.
 
     The estimator run from the row's state gives the codes of the values, and of runs as
@@ -182,7 +184,8 @@ def _sequence_bits(values, row, entropy, states, block, exits=None):
     writes what the lanes leave in the row: a, the kind and length of the open run, and 1
     (the row has values)."""
     end = None if exits is None else np.empty(values.shape[1], np.int64)
-    bits = cost.lane_bits(values, row, entropy, start=states[0, block, row], end=end)
+    bits = cost.lane_bits(values, row, entropy, tables=tables, start=states[0, block, row],
+                          end=end)
     if exits is not None:
         exits[0] = end
         exits[3] = 1
@@ -203,10 +206,11 @@ def _sequence_bits(values, row, entropy, states, block, exits=None):
     return bits - started + np.where(joins, grow, 0)
 
 
-def _candidate_bits(residuals, flat, block, states, w, h, exits=None):
+def _candidate_bits(residuals, flat, block, states, w, h, exits=None, tables=None):
     """Golomb bits of candidates flat (L, 5) = predictor, filter, reorder, interleave,
     entropy of blocks `block` (L,): int64 (L,). exits (4, L, 8), optional: what each
-    leaves in the rows it uses (_sequence_bits); the other rows are left as they are."""
+    leaves in the rows it uses (_sequence_bits); the other rows are left as they are.
+    tables: cost.make_tables of the Golomb table coded with (None: the default one)."""
     ncomp = residuals.shape[2]
     scans = np.stack([stages.reorder_index(r, w, h) for r in range(stages.N_REORDERS)])
     bits = np.zeros(len(flat), np.int64)
@@ -224,25 +228,27 @@ def _candidate_bits(residuals, flat, block, states, w, h, exits=None):
                         for c in range(min(ncomp, 3))]
             for values, row in seqs:
                 out = None if exits is None else np.zeros((4, len(sel)), np.int64)
-                bits[sel] += _sequence_bits(values, row, e, states, block[sel], out)
+                bits[sel] += _sequence_bits(values, row, e, states, block[sel], out, tables)
                 if exits is not None:
                     exits[:, sel, row] = out
     return bits
 
 
-def golomb_bits(residuals, choices, states, w, h):
+def golomb_bits(residuals, choices, states, w, h, tables=None):
     """File bits of candidates of blocks of one size in their tiles' Golomb rows.
 
     residuals: int16 (N, 8, C, n) block-major (features.block_major, or
     stages.all_residuals); choices: int (N, K, 5) = predictor, filter, reorder,
     interleave, entropy; states: (4, N, 8) rows of entering_states for these blocks.
     Returns int64 (N, K). Every candidate is measured from the same states (those the
-    caller's choices for the earlier blocks left).
+    caller's choices for the earlier blocks left). tables: cost.make_tables of the Golomb
+    table (None: the default one).
     """
     choices = np.asarray(choices, np.int64)
     n_blocks, n_per = choices.shape[:2]
     block = np.repeat(np.arange(n_blocks), n_per)
-    bits = _candidate_bits(residuals, choices.reshape(-1, 5), block, states, w, h)
+    bits = _candidate_bits(residuals, choices.reshape(-1, 5), block, states, w, h,
+                           tables=tables)
     return bits.reshape(n_blocks, n_per)
 
 
@@ -258,15 +264,18 @@ def _size_classes(samples, grid):
         yield part, residuals, int(grid[part[0], 4]), int(grid[part[0], 5])
 
 
-def file_bits(samples, choices):
-    """Bits each block adds to its tile: side (N, 5) in stream order, Golomb rows (N,)."""
+def file_bits(samples, choices, golomb_table=None):
+    """Bits each block adds to its tile: side (N, 5) in stream order, Golomb rows (N,),
+    coded with golomb_table (default: the default table)."""
     height, width = samples.shape[:2]
     grid = block_grid(width, height)
     choices = tlgfile._check_choices(choices, len(grid))
-    states = entering_states(samples, choices)
+    states = entering_states(samples, choices, golomb_table)
+    tables = None if golomb_table is None else cost.make_tables(golomb_table)
     golomb = np.zeros(len(grid), np.int64)
     for part, residuals, w, h in _size_classes(samples, grid):
-        golomb[part] = golomb_bits(residuals, choices[part, None], states[:, part], w, h)[:, 0]
+        golomb[part] = golomb_bits(residuals, choices[part, None], states[:, part], w, h,
+                                   tables)[:, 0]
     return side_bits(choices, tile_starts(width, height)), golomb
 
 
@@ -294,7 +303,7 @@ STATE_ROUNDS = 1       # rounds of _chain_states for the first pass's row states
 
 
 def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
-                    max_configs=8, rate=RATE, passes=1):
+                    max_configs=8, rate=RATE, passes=1, golomb_table=None):
     """Per-block choices (N, 5) from the configurations already measured, for file bytes.
 
     tried (N, T, 4), tried_bits and tried_entropy (N, T): the configurations the selector
@@ -311,7 +320,8 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
     (golomb_bits), then per tile the sequence of candidates minimising Golomb bits plus,
     for each stream, rate[mode] x the bits a change of value costs in the mode the
     current choices give it (a Viterbi over the tile's blocks, all tiles at once); rate
-    may also be (3, 5), per mode and stream. Edge blocks, whose reorder is not used,
+    may also be (3, 5), per mode and stream. golomb_table: the table the file will be
+    coded with (default: the default one; tlg8.golombfit). Edge blocks, whose reorder is not used,
     repeat the previous block's reorder value.
     Effort (6 photos held out, 16 trials, bench_filebytes --sweep): the defaults give
     99.46 % of tlgconv's bytes (selector alone 99.92 %) in about a quarter of the
@@ -319,6 +329,7 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
     margin=48, max_configs=16: 99.38 % for ~4.5 x.
     """
     n_blocks = len(grid)
+    tables = None if golomb_table is None else cost.make_tables(golomb_table)
     rows = np.arange(n_blocks)[:, None]
     order = np.argsort(tried_bits, axis=1, kind="stable")[:, :max_configs]
     cand = np.concatenate([np.asarray(tried, np.int64)[rows, order],
@@ -334,15 +345,16 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
         * change
     states = np.zeros((4, n_blocks, 8), np.int64)
     for _ in range(STATE_ROUNDS):
-        states = _chain_states(_exit_states(classes, choices, states), starts)
+        states = _chain_states(_exit_states(classes, choices, states, tables), starts)
     for p in range(passes):
         if p:
-            states = _chain_states(_exit_states(classes, choices, states), starts)
+            states = _chain_states(_exit_states(classes, choices, states, tables), starts)
         golomb = np.full(valid.shape, np.inf)
         for part, residuals, w, h in classes:
             block, j = np.nonzero(valid[part])
             golomb[part[block], j] = _candidate_bits(residuals, cand[part[block], j],
-                                                     block, states[:, part], w, h)
+                                                     block, states[:, part], w, h,
+                                                     tables=tables)
         modes = stream_modes(choices, starts)
         pick = _viterbi(golomb, cand[:, :, list(tlgfile.STREAM_COLUMNS)],
                         weights_of_mode[modes, np.arange(5)], starts)
@@ -350,14 +362,14 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
     return _fill_edge_reorders(choices, grid, starts)
 
 
-def _exit_states(classes, choices, states):
+def _exit_states(classes, choices, states, tables=None):
     """What each block's choice leaves in the rows it uses, coded from `states`:
     int64 (4, N, 8) as STATE_FIELDS, started = 0 for the rows it does not use."""
     exits = np.zeros((4,) + states.shape[1:], np.int64)
     for part, residuals, w, h in classes:
         out = np.zeros((4, len(part), 8), np.int64)
         _candidate_bits(residuals, choices[part], np.arange(len(part)), states[:, part],
-                        w, h, out)
+                        w, h, out, tables)
         exits[:, part] = out
     return exits
 

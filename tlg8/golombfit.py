@@ -13,7 +13,9 @@ the assignments it considers.
 Measured on the default encode of two shared photos: 0.15 % (dko_sss) and 0.32 % (img3) of
 the file. Searching the ratios as well saved another 0.03 % for 25x the time, so they are
 kept. Indices >= 1024 have k = 0 whatever the table says (§11) and are left out.
-tlg8.tlgfile.encode_tlg8(fit_table=True) applies this.
+tlg8.tlgfile.encode_tlg8(fit_table=True) applies this, and tlgfile.golomb_row_costs gives
+the costs of any choices (the file-bytes pass chooses with a table fitted to the
+selector's choices: tlg8.codec).
 """
 import numpy as np
 
@@ -63,16 +65,21 @@ def fit_counts(cost):
     return tuple(np.bincount(assigned, minlength=N_K).tolist()), total
 
 
-def fit(table, rows):
-    """`table` with each used row's counts refitted to its values.
-
-    rows: (row number, mapped magnitudes, k indices) of every Golomb row of the image, the
-    indices computed with table's ratios. Rows with no values keep their counts."""
-    fitted = []
-    for row, (up, down, counts) in enumerate(table):
+def row_costs(rows):
+    """cost (8, 1024, 9) of index_costs per Golomb row, from (row number, mapped magnitudes,
+    k indices) of every row sequence. Sums: the costs of bands of whole tiles add up to
+    the image's (every tile restarts its rows)."""
+    costs = np.zeros((8, stages.K_INDEX_LIMIT, N_K), np.int64)
+    for row in range(8):
         seen = [(m, idx) for r, m, idx in rows if r == row and len(m)]
         if seen:
-            counts, _ = fit_counts(index_costs(np.concatenate([m for m, _ in seen]),
-                                               np.concatenate([i for _, i in seen])))
-        fitted.append((up, down, tuple(counts)))
-    return tuple(fitted)
+            costs[row] = index_costs(np.concatenate([m for m, _ in seen]),
+                                     np.concatenate([i for _, i in seen]))
+    return costs
+
+
+def fit(table, costs):
+    """`table` with the counts of each row refitted to its row_costs (8, 1024, 9), the
+    ratios kept (the costs were computed with them). Rows with no values keep theirs."""
+    return tuple((up, down, fit_counts(costs[row])[0] if costs[row].any() else tuple(counts))
+                 for row, (up, down, counts) in enumerate(table))

@@ -519,8 +519,8 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H),
         # The state, and so the k index, depends on the ratios only, never on the counts
         # (§7.2): the fitted table is chosen from the indices the rows are coded at.
         chunks = list(chunks)
-        table = golombfit.fit(table, [(r, m, idx) for _, _, seqs in chunks
-                                      for _, r, _, m, idx in seqs])
+        table = golombfit.fit(table, golombfit.row_costs(
+            [(r, m, idx) for _, _, seqs in chunks for _, r, _, m, idx in seqs]))
     ktab = _k_of_index(table)
     out = [_header(ncomp, width, height, tile_w, tile_h, table)]
     for ch, first, seqs in chunks:
@@ -555,6 +555,19 @@ def _golomb_sequences(samples, tiles, per_tile, choices):
                 if len(v):
                     seqs.append((t, r, v, _magnitudes(v, _RUNLENGTH_ROW[r])))
         yield ch, first, seqs
+
+
+def golomb_row_costs(samples, choices, golomb_table=None):
+    """golombfit.row_costs of `samples` coded with `choices` (reference tiles), the k
+    indices from golomb_table's ratios (default: the default table's)."""
+    table = check_golomb_table(stages.DEFAULT_GOLOMB_TABLE if golomb_table is None
+                               else golomb_table)
+    height, width, _ = samples.shape
+    tiles = _tiles(width, height, TILE_W, TILE_H)
+    per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
+    choices = _check_choices(choices, sum(per_tile))
+    return sum(golombfit.row_costs([(r, m, idx) for _, r, _, m, idx in seqs])
+               for _, _, seqs in _indexed_sequences(samples, tiles, per_tile, choices, table))
 
 
 def _indexed_sequences(samples, tiles, per_tile, choices, table):
