@@ -28,8 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tlg8 import filecost, golombfit, selector, synth  # noqa: E402
-from tlg8.codec import DEFAULT_TABLE, encode_choices  # noqa: E402
-from tlg8.image import read_image  # noqa: E402
+from tlg8.codec import DEFAULT_TABLE, encode_choices, tile_height  # noqa: E402
+from tlg8.image import TILE_W, block_grid, read_image  # noqa: E402
 from tlg8.search import search_image  # noqa: E402
 from tlg8.tlgfile import decode_tlg8, encode_tlg8, golomb_row_costs  # noqa: E402
 
@@ -43,7 +43,9 @@ SWEEP = (dict(margin=8), dict(margin=24), dict(margin=48, max_configs=16), dict(
 def select(samples, model, max_trials):
     """The selector over an image: grid and per block tried (N, T, 4), tried_bits and
     tried_entropy (N, T) (unused rows: config -1, bits the int64 maximum)."""
-    sel = model.choose_image(samples, max_trials, details=True)
+    height, width = samples.shape[:2]
+    grid = block_grid(width, height, tile_height(width, height))      # the encoder's tiles
+    sel = model.choose_image(samples, max_trials, details=True, grid=grid)
     return sel["grid"], sel["tried"], sel["tried_bits"], sel["tried_entropy"]
 
 
@@ -118,8 +120,9 @@ def main():
         start = time.process_time()
         # As the encoder does (tlg8.codec): choose with a table fitted to the first choices.
         if not args.no_fit:
-            setting["golomb_table"] = golombfit.fit(DEFAULT_TABLE,
-                                                    golomb_row_costs(samples, first))
+            tiles = (TILE_W, tile_height(samples.shape[1], samples.shape[0]))
+            setting["golomb_table"] = golombfit.fit(DEFAULT_TABLE, golomb_row_costs(
+                samples, first, tile_size=tiles))
         choices = filecost.choose_for_file(samples, grid, tried, bits, entropy, **setting)
         pass_s = time.process_time() - start
         ours = encoded(samples, choices, not args.no_verify)
@@ -144,7 +147,8 @@ def main():
     if args.sweep and "photo" in totals:
         ref = totals["photo"][1]
         for i, extra in enumerate(SWEEP):
-            print(f"sweep {str({**setting, **extra}):70s} {100 * sweep[i] / ref:6.3f}%")
+            shown = {k: v for k, v in {**setting, **extra}.items() if k != "golomb_table"}
+            print(f"sweep {str(shown):70s} {100 * sweep[i] / ref:6.3f}%")
 
 
 if __name__ == "__main__":

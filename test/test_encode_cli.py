@@ -66,7 +66,8 @@ class EncodeCli(unittest.TestCase):
 
     def test_jobs_split_tile_rows_and_give_the_same_file(self):
         rng = np.random.default_rng(4)
-        rgb = np.clip(rng.normal(120, 30, (170, 20, 3)), 0, 255).astype(np.uint8)
+        # 600 rows: three tiles of 200 (codec.tile_height), so three bands.
+        rgb = np.clip(rng.normal(120, 30, (600, 20, 3)), 0, 255).astype(np.uint8)
         image = self.path("tall.png")
         Image.fromarray(rgb).save(image)
         files = []
@@ -76,7 +77,8 @@ class EncodeCli(unittest.TestCase):
             self.assertEqual(status, 0, stderr)
             files.append(read_bytes(out))
         self.assertEqual(files[0], files[1])
-        self.assertEqual(len(encode.choose_blocks(rgb, jobs=2)[0]), 3 * 22)
+        self.assertEqual(read_header(files[0])["tile_h"], 200)
+        self.assertEqual(len(encode.choose_blocks(rgb, jobs=2)[0]), 3 * 75)
 
     def test_stats_and_exhaustive(self):
         sizes = {}

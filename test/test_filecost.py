@@ -26,7 +26,7 @@ def encoder_golomb_bits(samples, choices):
     """Bits of each tile's Golomb rows as the encoder writes them (tlgfile's own fields)."""
     height, width, ncomp = samples.shape
     tiles = tlgfile._tiles(width, height, filecost.TILE_W, filecost.TILE_H)
-    starts = filecost.tile_starts(width, height)
+    starts = filecost.tile_starts(block_grid(width, height))
     out = []
     for t, tile in enumerate(tiles):
         blocks = tlgfile._chunk_blocks(tile[None])
@@ -46,16 +46,27 @@ def components(rgba, ncomp):
 
 
 class FileBitsMatchEncoder(unittest.TestCase):
-    def check(self, samples, choices, golomb_table=None):
-        data = tlgfile.encode_tlg8(samples, choices, golomb_table)
-        side, golomb = filecost.file_bits(samples, choices, golomb_table)
-        starts = filecost.tile_starts(samples.shape[1], samples.shape[0])
+    def check(self, samples, choices, golomb_table=None, tile_h=filecost.TILE_H):
+        data = tlgfile.encode_tlg8(samples, choices, golomb_table, (filecost.TILE_W, tile_h))
+        side, golomb = filecost.file_bits(samples, choices, golomb_table, tile_h)
+        starts = filecost.tile_starts(block_grid(samples.shape[1], samples.shape[0], tile_h))
         side_t = np.add.reduceat(side.sum(1), starts[:-1])
         golomb_t = np.add.reduceat(golomb, starts[:-1])
         self.assertEqual(filecost.payload_bytes(side_t, golomb_t).tolist(),
                          payload_lengths(data))
-        self.assertEqual(filecost.file_size(samples, side, golomb), len(data))
+        self.assertEqual(filecost.file_size(samples, side, golomb, tile_h), len(data))
         return data, side, golomb_t
+
+    def test_taller_tiles(self):
+        rng = np.random.default_rng(9)
+        for name in ("gradients", "texture", "alpha"):
+            samples = components(synth.make_images()[name], 4 if name == "alpha" else 3)
+            n = len(block_grid(samples.shape[1], samples.shape[0]))
+            for tile_h in (96, 128, 256):
+                with self.subTest(image=name, tile_h=tile_h):
+                    data, _, _ = self.check(samples, random_choices(rng, n, True),
+                                            tile_h=tile_h)
+                    self.assertEqual(tlgfile.read_header(data)["tile_h"], tile_h)
 
     def test_synthetic_images_random_choices(self):
         rng = np.random.default_rng(5)
@@ -69,7 +80,7 @@ class FileBitsMatchEncoder(unittest.TestCase):
                         _, side, golomb_t = self.check(samples, choices)
                         self.assertEqual(golomb_t.tolist(),
                                          encoder_golomb_bits(samples, choices))
-                        starts = filecost.tile_starts(samples.shape[1], samples.shape[0])
+                        starts = filecost.tile_starts(block_grid(samples.shape[1], samples.shape[0]))
                         for t0, t1 in zip(starts[:-1], starts[1:]):
                             for s, (col, width) in enumerate(zip(tlgfile.STREAM_COLUMNS,
                                                                  tlgfile.STREAM_BITS)):
@@ -158,7 +169,7 @@ class Pieces(unittest.TestCase):
         choices = random_choices(np.random.default_rng(3), len(grid), sticky=True)
         exact = filecost.entering_states(samples, choices)
         classes = list(filecost._size_classes(samples, grid))
-        starts = filecost.tile_starts(samples.shape[1], samples.shape[0])
+        starts = filecost.tile_starts(block_grid(samples.shape[1], samples.shape[0]))
         states = np.zeros_like(exact)
         for _ in range(20):
             states = filecost._chain_states(filecost._exit_states(classes, choices, states),
@@ -208,7 +219,7 @@ class ChooseForFile(unittest.TestCase):
         samples = components(synth.make_images()["gradients"], 3)
         grid, tried, bits, entropy = candidate_lists(samples, 6, seed=2)
         choices = filecost.choose_for_file(samples, grid, tried, bits, entropy)
-        starts = filecost.tile_starts(samples.shape[1], samples.shape[0])
+        starts = filecost.tile_starts(block_grid(samples.shape[1], samples.shape[0]))
         edge = (grid[:, 4] < 8) | (grid[:, 5] < 8)
         first = np.isin(np.arange(len(grid)), starts)
         self.assertTrue(edge.any())

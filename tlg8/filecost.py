@@ -35,7 +35,8 @@ API (arrays in tlg8.image.block_grid order, which is the file's block order):
         file-bit model; see its docstring.
 
 Every function takes the Golomb table the file is coded with (default: the default one,
-the reference's).
+the reference's), and any tile height (the reference's 80 rows unless given; tlg8.codec
+uses taller tiles, choose_for_file takes them from its grid).
 """
 import numpy as np
 
@@ -52,11 +53,13 @@ HEADER_BYTES = tlgfile.HEADER_SIZE + tlgfile.TABLE_SIZE
 # Tiles
 
 
-def tile_starts(width, height):
-    """Index of each tile's first block, and the total: int64 (T + 1,)."""
-    tiles = tlgfile._tiles(width, height, TILE_W, TILE_H)
-    sizes = [len(tlgfile._tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+def tile_starts(grid):
+    """Index of each tile's first block in a block grid (tlg8.image.block_grid, any tile
+    height), and the total: int64 (T + 1,)."""
+    grid = np.asarray(grid)
+    new_tile = np.ones(len(grid), bool)
+    new_tile[1:] = (grid[1:, :2] != grid[:-1, :2]).any(axis=1)
+    return np.append(np.flatnonzero(new_tile), len(grid)).astype(np.int64)
 
 
 def payload_bytes(side, golomb):
@@ -111,18 +114,18 @@ def side_bits(choices, starts):
 # Golomb rows (§5.4, §7)
 
 
-def entering_states(samples, choices, golomb_table=None):
+def entering_states(samples, choices, golomb_table=None, tile_h=TILE_H):
     """What the earlier blocks of its tile leave in each Golomb row for every block.
 
     Returns int64 (4, N, 8) = STATE_FIELDS: the state a after the row's last coded value
     (0 before the first), the kind of the row's last value (1 = non-zero) and the length
     of the run it ends (run-length rows), and 1 if the row already has values (its
     run-length flag bit is written). Exact: the encoder's coded values and states under
-    golomb_table's ratios (default: the default table).
+    golomb_table's ratios (default: the default table), in tiles tile_h rows high.
     """
     height, width, ncomp = samples.shape
     choices = np.asarray(choices, np.int64)
-    tiles = tlgfile._tiles(width, height, TILE_W, TILE_H)
+    tiles = tlgfile._tiles(width, height, TILE_W, tile_h)
     table = stages.DEFAULT_GOLOMB_TABLE if golomb_table is None else golomb_table
     up = np.array([r[0] for r in table], np.int64)
     down = np.array([r[1] for r in table], np.int64)
@@ -264,24 +267,24 @@ def _size_classes(samples, grid):
         yield part, residuals, int(grid[part[0], 4]), int(grid[part[0], 5])
 
 
-def file_bits(samples, choices, golomb_table=None):
+def file_bits(samples, choices, golomb_table=None, tile_h=TILE_H):
     """Bits each block adds to its tile: side (N, 5) in stream order, Golomb rows (N,),
-    coded with golomb_table (default: the default table)."""
+    coded with golomb_table (default: the default table) in tiles tile_h rows high."""
     height, width = samples.shape[:2]
-    grid = block_grid(width, height)
+    grid = block_grid(width, height, tile_h)
     choices = tlgfile._check_choices(choices, len(grid))
-    states = entering_states(samples, choices, golomb_table)
+    states = entering_states(samples, choices, golomb_table, tile_h)
     tables = None if golomb_table is None else cost.make_tables(golomb_table)
     golomb = np.zeros(len(grid), np.int64)
     for part, residuals, w, h in _size_classes(samples, grid):
         golomb[part] = golomb_bits(residuals, choices[part, None], states[:, part], w, h,
                                    tables)[:, 0]
-    return side_bits(choices, tile_starts(width, height)), golomb
+    return side_bits(choices, tile_starts(grid)), golomb
 
 
-def file_size(samples, side, golomb):
+def file_size(samples, side, golomb, tile_h=TILE_H):
     """Bytes of the file from file_bits' per-block bits: header + tile records."""
-    starts = tile_starts(samples.shape[1], samples.shape[0])
+    starts = tile_starts(block_grid(samples.shape[1], samples.shape[0], tile_h))
     side_t = np.add.reduceat(side.sum(1), starts[:-1])
     golomb_t = np.add.reduceat(golomb, starts[:-1])
     return HEADER_BYTES + int((TILE_RECORD_BYTES + payload_bytes(side_t, golomb_t)).sum())
@@ -337,7 +340,7 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
     bits = np.asarray(tried_bits)[rows, order]
     valid = bits <= bits[:, :1] + margin
     choices = cand[:, 0]
-    starts = tile_starts(samples.shape[1], samples.shape[0])
+    starts = tile_starts(grid)
     classes = list(_size_classes(samples, grid))
     change = np.array([tlgfile.STREAM_BITS, tlgfile.STREAM_BITS,
                        np.add(tlgfile.STREAM_BITS, 8)], np.float64)         # (mode, stream)

@@ -289,14 +289,15 @@ def read_image(path, pixel_format="auto", max_pixels=MAX_PIXELS):
     return np.ascontiguousarray(pixels[..., :3]), 3
 
 
-def block_grid(width, height):
-    """Blocks of a W x H image in TLG8 block order (spec §1.2-1.3).
+def block_grid(width, height, tile_h=TILE_H):
+    """Blocks of a W x H image in TLG8 block order (spec §1.2-1.3), tiles of TILE_W x
+    tile_h (the reference's 80 rows unless given; file spec §3.4 allows any).
 
     Returns an int64 array (N, 6): tile_x, tile_y, block_x, block_y (absolute), w, h.
     """
     out = []
-    for oy in range(0, height, TILE_H):
-        th = min(TILE_H, height - oy)
+    for oy in range(0, height, tile_h):
+        th = min(tile_h, height - oy)
         for ox in range(0, width, TILE_W):
             tw = min(TILE_W, width - ox)
             for by in range(0, th, BLOCK):
@@ -329,13 +330,18 @@ def block_workspaces(samples, grid):
     if not ((grid[:, 4] == w) & (grid[:, 5] == h)).all():
         raise ValueError("block_workspaces needs blocks of one size; group them first")
     ws = np.empty((len(grid), h + 1, w + 2, ncomp), np.int32)
+    # A workspace needs its tile's rows down to the block's own last one (prediction looks
+    # up and left only), so the grid alone gives what to copy, whatever the tile height.
+    bottom = {}
+    for ox, oy, _, by, _, bh in grid.tolist():
+        bottom[ox, oy] = max(bottom.get((ox, oy), 0), by + bh)
     padded = {}
     for i, (ox, oy, bx, by, _, _) in enumerate(grid.tolist()):
         tile = padded.get((ox, oy))
         if tile is None:
             # A zero border around each tile makes "outside the tile" a plain array read.
             tw = min(TILE_W, width - ox)
-            th = min(TILE_H, height - oy)
+            th = bottom[ox, oy] - oy
             tile = np.zeros((th + 1, tw + 2, ncomp), np.int32)
             tile[1:, 1:tw + 1] = samples[oy:oy + th, ox:ox + tw]
             padded = {(ox, oy): tile}          # blocks come tile by tile: keep one

@@ -150,7 +150,7 @@ class PairSelector:
     # -- choosing configurations (the model interface) ---------------------------------
 
     def choose_image(self, samples, max_trials=16, progress=None, timings=None, details=False,
-                     margins=None, chunk=2048):
+                     margins=None, chunk=2048, grid=None):
         """Configurations of all blocks of an image, at most max_trials trials each, the
         trials' bits from the exact cost model.
 
@@ -159,10 +159,12 @@ class PairSelector:
         order (unused rows -1), "tried_bits", "tried_entropy" (N, T) and "top2" (N, 6, 2),
         each head's two best classes. timings (optional dict) accumulates seconds of
         "blocks", "features", "inference" and "trials". margins (of the beam search) do not
-        apply and are ignored.
+        apply and are ignored. grid: the blocks, in file order (default: block_grid of the
+        image, the reference's tiles; tlg8.codec passes taller ones).
         """
         max_trials = trials.check_max_trials(max_trials)
-        grid = block_grid(samples.shape[1], samples.shape[0])
+        if grid is None:
+            grid = block_grid(samples.shape[1], samples.shape[0])
         out = trials.empty_selection(len(grid), max_trials, details)
         for part in block_batches(grid, chunk):
             clock = trials.Clock(timings)

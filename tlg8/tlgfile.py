@@ -557,13 +557,13 @@ def _golomb_sequences(samples, tiles, per_tile, choices):
         yield ch, first, seqs
 
 
-def golomb_row_costs(samples, choices, golomb_table=None):
-    """golombfit.row_costs of `samples` coded with `choices` (reference tiles), the k
+def golomb_row_costs(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H)):
+    """golombfit.row_costs of `samples` coded with `choices` in tiles of tile_size, the k
     indices from golomb_table's ratios (default: the default table's)."""
     table = check_golomb_table(stages.DEFAULT_GOLOMB_TABLE if golomb_table is None
                                else golomb_table)
     height, width, _ = samples.shape
-    tiles = _tiles(width, height, TILE_W, TILE_H)
+    tiles = _tiles(width, height, *tile_size)
     per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
     choices = _check_choices(choices, sum(per_tile))
     return sum(golombfit.row_costs([(r, m, idx) for _, r, _, m, idx in seqs])

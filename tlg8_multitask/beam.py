@@ -156,12 +156,14 @@ def choose_blocks(model, features, try_encode_block, max_trials=16, margins=None
 
 
 def choose_image(model, samples, max_trials=16, progress=None, timings=None, details=False,
-                 margins=None, chunk=1024):
+                 margins=None, chunk=1024, grid=None):
     """All blocks of an image: the beam's plans from one model call per chunk, the trials
     of many blocks evaluated together by the cost model (tlg8.cost.configs_bits).
-    Returns the dict of tlg8.selector.PairSelector.choose_image."""
+    grid: the blocks in file order (default: the reference's tiles). Returns the dict of
+    tlg8.selector.PairSelector.choose_image."""
     max_trials = trials.check_max_trials(max_trials)
-    grid = block_grid(samples.shape[1], samples.shape[0])
+    if grid is None:
+        grid = block_grid(samples.shape[1], samples.shape[0])
     out = trials.empty_selection(len(grid), max_trials, details)
     for part in block_batches(grid, chunk):
         clock = trials.Clock(timings)

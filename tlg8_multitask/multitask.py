@@ -301,10 +301,10 @@ class MultiTaskModel:
     # -- choosing configurations (the model interface; the margin beam search) ----------
 
     def choose_image(self, samples, max_trials=16, progress=None, timings=None, details=False,
-                     margins=None):
+                     margins=None, grid=None):
         """All blocks of an image with the cost model as the encoder (beam.choose_image)."""
         return beam.choose_image(self, samples, max_trials, progress, timings, details,
-                                 margins)
+                                 margins, grid=grid)
 
     def choose_block(self, features, try_encode_block, max_trials=16, margins=None):
         """One block through the caller's encoder: (config [p, f, r, i], bits, trials)."""
