@@ -118,9 +118,13 @@ class CommandTest(unittest.TestCase):
         big = os.path.join(self.dir, "big.png")
         Image.fromarray(random_image(2, 400, 400, 3)).save(big)
         for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+            # A shell starts background jobs with SIGINT ignored, and Python then keeps it
+            # so: give the child the default action, as a terminal's foreground job has.
             proc = subprocess.Popen([sys.executable, "-m", "tlg8", "encode", big, "--search",
                                      "exhaustive", "--quiet"], cwd=REPO,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                     signal.SIG_DFL))
             time.sleep(3)
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
