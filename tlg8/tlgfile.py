@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import Tlg8Error, stages
+from . import Tlg8Error, jit, stages
 from .image import BLOCK, TILE_H, TILE_W
 
 MAGIC = b"TLG8.0\x00raw\x1a"
@@ -1414,11 +1414,13 @@ def _check_sizes(hdr, max_pixels, available):
     return tile_w, tile_h, ntiles
 
 
-def decode_tlg8(data, max_pixels=MAX_PIXELS):
+def decode_tlg8(data, max_pixels=MAX_PIXELS, compiled=None):
     """Decode a .tlg8 file: returns (samples uint8 (H, W, C), C, choices int64 (N, 5)).
 
     Raises Tlg8FormatError for any invalid file, and for files beyond `max_pixels`
-    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES.
+    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES. compiled: decode with the
+    compiled kernels of tlg8.decode_kernels (True needs numba) or with NumPy (False);
+    None: compiled when tlg8.jit.available(). Both give the same results.
     """
     data = memoryview(data).cast("B")
     hdr = read_header(data)
@@ -1427,6 +1429,8 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
     records = _records(data, hdr["offset"], ntiles)
     tiles = _tiles(width, height, tile_w, tile_h)
     out = np.empty((height, width, ncomp), np.uint8)
+    if jit.available() if compiled is None else compiled:
+        return _decode_compiled(data, hdr, records, tiles, out)
     all_choices = []
     for t0, t1 in _chunks(tiles):
         chunk = tiles[t0:t1]
@@ -1441,6 +1445,21 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
             out[oy:oy + th, ox:ox + tw] = canvas[t, 1:th + 1, 1:tw + 1]
         all_choices.append(choices)
     return out, ncomp, np.concatenate(all_choices)
+
+
+def _decode_compiled(data, hdr, records, tiles, out):
+    """decode_tlg8's work with tlg8.decode_kernels, over the same chunks of tiles as the
+    NumPy path (the side information of a chunk's tiles is checked before their rows)."""
+    from . import decode_kernels
+    buf = np.frombuffer(data, np.uint8)
+    buf.flags.writeable = False         # one compiled specialisation, whatever data was
+    nbs = ((tiles[:, 2] + 7) >> 3) * ((tiles[:, 3] + 7) >> 3)
+    first_block = np.cumsum(nbs) - nbs
+    choices = np.empty((int(nbs.sum()), 5), np.int64)
+    for t0, t1 in _chunks(tiles):
+        decode_kernels.decode_tiles(buf, records[t0:t1], tiles[t0:t1], t0, hdr["ncomp"],
+                                    hdr["golomb_table"], choices, int(first_block[t0]), out)
+    return out, hdr["ncomp"], choices
 
 
 # The longest header: the TLG0.0 wrapper, the fixed fields and the Golomb table.
