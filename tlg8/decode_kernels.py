@@ -7,11 +7,11 @@ tile: per tile, the side information (§5.2, §5.3), the Golomb rows in bit orde
 one block row at a time the inverse stages (§8.3) and the raster-order reconstruction
 (§8.5) straight into the output image.
 
-tlgfile.decode_tlg8 uses this module when tlg8.jit.available(). `decode_chunk` checks
-what the NumPy decoder checks, in the same order within a tile, and raises the same
-Tlg8FormatError messages (the kernels return an error record, the wrapper words it). The
-only difference: when several tiles of a chunk have broken Golomb rows, the NumPy decoder
-may name another of them first. Tests compare the two decoders (test_decode_kernels.py).
+tlgfile.decode_tlg8 uses this module when tlg8.jit.available(). `decode_tiles` checks
+what the NumPy decoder checks, in the same order, and raises the same Tlg8FormatError
+messages (the kernels fill an error record, the wrapper words it): per chunk of tiles the
+side information of every tile first, then tile by tile the Golomb rows, so the first
+broken tile is the one named. test_decode_kernels.py compares the two decoders.
 
 Reads never leave the buffer: a bit past a payload's end reads 0 (§8.6, as the NumPy
 decoder's zero padding), which is what makes the error of a code that runs off the end

@@ -1113,9 +1113,10 @@ def _row_values(st):
     return values
 
 
-def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
+def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows, errors):
     """One round of _golomb_rows: lanes and cursors over the rest of every active tile's
-    current row; completed rows go to rows, and their tiles on to the next row."""
+    current row; completed rows go to rows, and their tiles on to the next row. A tile
+    whose rows are broken gets its error in errors and None in active."""
     plans = []
     codes = 0
     for t, st in active.items():
@@ -1222,21 +1223,37 @@ def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
     lane_records = np.bincount(l_rec[0], minlength=nlanes)
     for g, ((t, g0, n, _, _), tail) in enumerate(zip(groups, tails)):
         st = active[t]
-        end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
-        if end_pos is None:
-            # The path stopped short, through lanes that mostly did not join it: this
-            # tile's rows go on one lane each.
-            if n > 1 and 2 * len(paths[g]) < lane_records[g0:g0 + n].sum():
-                st["alone"] = True
+        if st is None:                 # stopped by an earlier tile's error this round
             continue
-        rows[t][st["row"]] = _row_values(st)
-        active[t] = _start_row(win, first_tile + t, st["row"] + 1, end_pos, ends[t], counts[t])
+        try:
+            end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
+            if end_pos is None:
+                # The path stopped short, through lanes that mostly did not join it: this
+                # tile's rows go on one lane each.
+                if n > 1 and 2 * len(paths[g]) < lane_records[g0:g0 + n].sum():
+                    st["alone"] = True
+                continue
+            rows[t][st["row"]] = _row_values(st)
+            active[t] = _start_row(win, first_tile + t, st["row"] + 1, end_pos, ends[t],
+                                   counts[t])
+        except Tlg8FormatError as e:
+            _tile_failed(active, errors, t, e)
+            continue
         if active[t] is not None and st.get("alone"):
             active[t]["alone"] = True
     for t, _, _, _, _ in groups:       # tiles left out of this round go first next time
-        st = active.pop(t)
+        st = active.pop(t, None)
         if st is not None:
             active[t] = st
+
+
+def _tile_failed(active, errors, t, error):
+    """Note the first error of tile t; tiles after the first failed one stop (only that
+    one's error is raised, as a decoder going through the tiles in order would)."""
+    errors[t] = error
+    first = min(errors)
+    for u in [u for u in active if u >= first]:
+        active[u] = None
 
 
 def _golomb_rows(win, starts, ends, counts, table, first_tile):
@@ -1249,13 +1266,21 @@ def _golomb_rows(win, starts, ends, counts, table, first_tile):
     ktab = _k_lookup(table)
     ratios = [(up, down) for up, down, _ in table]
     rows = [[np.zeros(0, np.int64)] * 8 for _ in starts]
-    active = {}
+    active, errors = {}, {}
     for t in range(len(starts)):
-        st = _start_row(win, first_tile + t, 0, starts[t], ends[t], counts[t])
+        try:
+            st = _start_row(win, first_tile + t, 0, starts[t], ends[t], counts[t])
+        except Tlg8FormatError as e:
+            errors[t] = e
+            break
         if st is not None:
             active[t] = st
     while active:
-        _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows)
+        _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows, errors)
+        active = {t: st for t, st in active.items() if st is not None}
+    if errors:
+        # The first broken tile's first error, whichever round found it.
+        raise errors[min(errors)]
     return rows
 
 
