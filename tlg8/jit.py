@@ -17,10 +17,12 @@ changes: keep a kernel and the kernels it calls in one module.
 
 import importlib.util
 import os
+import sys
 import types
 
 _DISABLED = os.environ.get("TLG8_NO_JIT", "") not in ("", "0")
 _AVAILABLE = None
+_NUMBA = None           # the numba module, once imported by _import_numba
 
 
 def available():
@@ -29,6 +31,39 @@ def available():
     if _AVAILABLE is None:
         _AVAILABLE = not _DISABLED and importlib.util.find_spec("numba") is not None
     return _AVAILABLE
+
+
+def _import_numba():
+    """numba, imported and its CPU target initialised, once.
+
+    Two optional packages numba imports cost a decode command more than all its decoding,
+    for nothing it uses; unless the process has imported them already, they are hidden
+    (`import` raises ImportError) while numba starts:
+    * SciPy: the target's initialisation imports numba.np.arraymath, which imports
+      scipy.linalg (0.3-0.4 s) only to decide whether np.convolve and np.correlate may
+      call BLAS. numba's np.convolve then uses its own loop in this process; what needs
+      SciPy (np.dot, np.linalg) still imports it when compiled.
+    * PyYAML (about 0.05 s): numba.core.config reads a .numba_config.yaml in the working
+      directory with it, so it is hidden only when there is no such file.
+    """
+    global _NUMBA
+    if _NUMBA is not None:
+        return _NUMBA
+    hidden = [name for name in ("scipy", "yaml") if name not in sys.modules]
+    if os.path.exists(".numba_config.yaml") and "yaml" in hidden:
+        hidden.remove("yaml")
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        import numba
+        from numba.core.registry import cpu_target
+        cpu_target.target_context.refresh()
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    _NUMBA = numba
+    return numba
 
 
 class _Kernel:
@@ -45,7 +80,7 @@ class _Kernel:
     def compiled(self):
         """The numba dispatcher (imports numba and compiles, or loads the cache, once)."""
         if self._compiled is None:
-            import numba
+            numba = _import_numba()
             self._compiled = numba.njit(**self._options)(self._with_compiled_globals())
         return self._compiled
 

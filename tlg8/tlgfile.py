@@ -725,8 +725,8 @@ def _side_information(win, start, length, nb, tile):
 # point on, and so on. Whatever is not joined up this way (rare) starts the next round from
 # the exact state reached. Errors found by a lane count only where they are on that path.
 
-_TZ16 = np.array([ESCAPE_Q] + [(i & -i).bit_length() - 1 for i in range(1, 1 << ESCAPE_Q)],
-                 np.int64)                              # quotient of a Rice code; 16: escape
+_TZ16 = np.full(1 << ESCAPE_Q, ESCAPE_Q, np.int64)     # quotient of a Rice code; 16: escape
+_TZ16[1:] = np.log2(np.arange(1, 1 << ESCAPE_Q) & -np.arange(1, 1 << ESCAPE_Q))  # exact
 _LOW_MASKS = (np.int64(1) << np.arange(33, dtype=np.int64)) - 1
 _TZ16_LIST = _TZ16.tolist()
 PAST_END, BAD_GAMMA = 1, 2                              # error codes of decoded codes
