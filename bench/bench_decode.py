@@ -10,7 +10,8 @@ For each NAME (default img1, img3, dko_s, dko_t, dko_sss; ../shared/data/tlgconv
   --repeat decodes (CPU time beside it), their ratio, and the peak of memory allocated
   during one decode (tracemalloc) minus the decoded image;
 * the whole process `python3 -m tlg8 decode NAME.tlg8 OUT.bmp --quiet`, median wall time
-  of --runs runs and the largest maximum resident set size (/usr/bin/time -v), against
+  of --runs runs (the files taking turns) and the largest maximum resident set size
+  (/usr/bin/time -v), against
   the C++ reference decoder's whole-process 0.26 s for a 1024 x 1024 photo
   (../shared/README.md) scaled by pixel count (its 11 MiB peak is not scaled); for img1
   also to .png, and with TLG8_NO_JIT=1 (the NumPy decoder);
@@ -74,11 +75,19 @@ def whole_process(path, out, env=None):
     return wall, rss
 
 
-def process_figures(path, out, runs, env=None):
-    """(median wall s, largest max RSS MiB or None) of `runs` whole processes."""
-    results = [whole_process(path, out, env) for _ in range(runs)]
-    rss = [r for _, r in results if r is not None]
-    return statistics.median(w for w, _ in results), max(rss) if rss else None
+def process_figures(cases, runs):
+    """(median wall s, largest max RSS MiB or None) of `runs` whole processes of each
+    case (path, out, env). The cases take turns, so that a change of the machine's load
+    shows in all of them rather than in one."""
+    results = [[] for _ in cases]
+    for _ in range(runs):
+        for case, result in zip(cases, results):
+            result.append(whole_process(*case))
+    figures = []
+    for result in results:
+        rss = [r for _, r in result if r is not None]
+        figures.append((statistics.median(w for w, _ in result), max(rss) if rss else None))
+    return figures
 
 
 def megapixels(data):
@@ -150,16 +159,14 @@ def main():
             cases += [("img1", ".png", None)]
             if kernels:
                 cases += [("img1", ".bmp", {"TLG8_NO_JIT": "1"})]
-        for name, ext, env in cases:
-            data = read_tlg8_bytes(paths[name])
-            width, height = megapixels(data)
+        figures = process_figures([(paths[name], os.path.join(tmp, "x" + ext), env)
+                                   for name, ext, env in cases], args.runs)
+        for (name, ext, env), (wall, rss) in zip(cases, figures):
+            width, height = megapixels(read_tlg8_bytes(paths[name]))
             cpp = CPP_SECONDS_1M * width * height / (1024 * 1024)
-            wall, rss = process_figures(paths[name], os.path.join(tmp, "x" + ext), args.runs,
-                                        env)
             what = ext[1:] + (" NumPy" if env else "")
             rss = f"{rss:12.0f}" if rss is not None else f"{'-':>12s}"
-            print(f"{name:8s} {what:12s} {wall:7.2f} {rss} {cpp:6.3f} {wall / cpp:5.1f}x",
-                  flush=True)
+            print(f"{name:8s} {what:12s} {wall:7.2f} {rss} {cpp:6.3f} {wall / cpp:5.1f}x")
     return 0
 
 
