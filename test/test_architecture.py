@@ -1,5 +1,6 @@
 """The dependency rule: the codec library (tlg8/) imports nothing from the model side;
-command-line front ends reach a model only through tlg8.cli, which uses the one loader."""
+command-line front ends reach a model only through tlg8.cli, which uses the one loader.
+The optional compiler (numba) is imported by tlg8/jit.py alone."""
 import ast
 import os
 import sys
@@ -33,8 +34,8 @@ class DependencyRuleTest(unittest.TestCase):
                     continue
                 if name == "cli.py" and module == LOADER:
                     continue                    # the one way from a front end to a model
-                if name == "jit.py" and module == "numba":
-                    continue                    # the optional compiler, imported in one place
+                if name == "jit.py" and module.split(".")[0] == "numba":
+                    continue                    # the optional compiler, in one place
                 found.append(f"tlg8/{name}:{line} imports {module}")
         self.assertEqual(found, [])
 

@@ -36,6 +36,25 @@ def tlg8_file(samples, seed=0):
     return encode_tlg8(samples, choices)
 
 
+class BmpWriter(unittest.TestCase):
+    def test_same_bytes_as_pillow(self):
+        # decode.bmp_bytes writes BMP without Pillow; it must be what Pillow writes.
+        from PIL import Image
+        rng = np.random.default_rng(3)
+        for height, width, ncomp, alpha in ((1, 1, 3, None), (5, 7, 3, None), (6, 9, 4, 255),
+                                            (4, 10, 4, None), (3, 2, 4, 0)):
+            samples = rng.integers(0, 256, (height, width, ncomp), dtype=np.uint8)
+            if alpha is not None:
+                samples[..., 0] = alpha
+            rgb = samples[..., [1, 2, 3, 0]] if ncomp == 4 and alpha != 255 else \
+                samples[..., -3:]
+            buf = io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="BMP")
+            header, rows = decode.bmp_bytes(samples, ncomp)
+            with self.subTest(shape=samples.shape, alpha=alpha):
+                self.assertEqual(header + rows.tobytes(), buf.getvalue())
+
+
 class DecodeCli(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()

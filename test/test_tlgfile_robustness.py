@@ -121,6 +121,20 @@ class MalformedFiles(unittest.TestCase):
         self.assert_bad(replace_payload(head, bits_to_bytes(side_rl + "000" + "0" + "11" "011")),
                         "goes past")
 
+    def test_first_broken_tile_is_named(self):
+        # Tile 0 breaks in its last row, tile 1 in its first: the NumPy decoder finds
+        # tile 1's error in an earlier round, but must report tile 0's, as a decoder
+        # going through the tiles in order (the compiled one) does.
+        data = bytearray(self.data)
+        (s0, l0), (s1, _) = tlgfile.tile_records(self.data)
+        data[s0 + l0 - 12:s0 + l0 - 4] = bytes(8)
+        data[s1 + 60:s1 + 68] = bytes(8)
+        for compiled in (False, None):
+            with self.subTest(compiled=compiled), self.assertRaises(Tlg8FormatError) as ctx:
+                decode_tlg8(bytes(data), compiled=compiled)
+            self.assertTrue(str(ctx.exception).startswith("tile 0: Golomb row"),
+                            str(ctx.exception))
+
     def test_payload_length_beyond_file(self):
         self.assert_bad(self.vector[:225] + b"\xff\xff\xff\xff" + self.vector[229:], "truncated")
 

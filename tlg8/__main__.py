@@ -31,6 +31,9 @@ def usage():
 
 
 def main(argv=None):
+    """Run a command; argv None: this process's own arguments (the `tlg8` program, whose
+    process ends after the command)."""
+    program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -42,7 +45,11 @@ def main(argv=None):
         print(f"tlg8: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"tlg8.{COMMANDS[argv[0]][0]}")
-    return module.main(argv[1:], prog=f"tlg8 {argv[0]}")
+    status = module.main(argv[1:], prog=f"tlg8 {argv[0]}")
+    if program:
+        from .cli import skip_final_collection
+        skip_final_collection()
+    return status
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import Tlg8Error, golombfit, stages
+from . import Tlg8Error, golombfit, jit, stages
 from .image import BLOCK, TILE_H, TILE_W
 
 MAGIC = b"TLG8.0\x00raw\x1a"
@@ -771,8 +771,8 @@ def _side_information(win, start, length, nb, tile):
 # point on, and so on. Whatever is not joined up this way (rare) starts the next round from
 # the exact state reached. Errors found by a lane count only where they are on that path.
 
-_TZ16 = np.array([ESCAPE_Q] + [(i & -i).bit_length() - 1 for i in range(1, 1 << ESCAPE_Q)],
-                 np.int64)                              # quotient of a Rice code; 16: escape
+_TZ16 = np.full(1 << ESCAPE_Q, ESCAPE_Q, np.int64)     # quotient of a Rice code; 16: escape
+_TZ16[1:] = np.log2(np.arange(1, 1 << ESCAPE_Q) & -np.arange(1, 1 << ESCAPE_Q))  # exact
 _LOW_MASKS = (np.int64(1) << np.arange(33, dtype=np.int64)) - 1
 _TZ16_LIST = _TZ16.tolist()
 PAST_END, BAD_GAMMA = 1, 2                              # error codes of decoded codes
@@ -1159,9 +1159,10 @@ def _row_values(st):
     return values
 
 
-def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
+def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows, errors):
     """One round of _golomb_rows: lanes and cursors over the rest of every active tile's
-    current row; completed rows go to rows, and their tiles on to the next row."""
+    current row; completed rows go to rows, and their tiles on to the next row. A tile
+    whose rows are broken gets its error in errors and None in active."""
     plans = []
     codes = 0
     for t, st in active.items():
@@ -1268,21 +1269,37 @@ def _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows):
     lane_records = np.bincount(l_rec[0], minlength=nlanes)
     for g, ((t, g0, n, _, _), tail) in enumerate(zip(groups, tails)):
         st = active[t]
-        end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
-        if end_pos is None:
-            # The path stopped short, through lanes that mostly did not join it: this
-            # tile's rows go on one lane each.
-            if n > 1 and 2 * len(paths[g]) < lane_records[g0:g0 + n].sum():
-                st["alone"] = True
+        if st is None:                 # stopped by an earlier tile's error this round
             continue
-        rows[t][st["row"]] = _row_values(st)
-        active[t] = _start_row(win, first_tile + t, st["row"] + 1, end_pos, ends[t], counts[t])
+        try:
+            end_pos = _take_path(st, [f[g] for f in fields], tail, first_tile + t)
+            if end_pos is None:
+                # The path stopped short, through lanes that mostly did not join it: this
+                # tile's rows go on one lane each.
+                if n > 1 and 2 * len(paths[g]) < lane_records[g0:g0 + n].sum():
+                    st["alone"] = True
+                continue
+            rows[t][st["row"]] = _row_values(st)
+            active[t] = _start_row(win, first_tile + t, st["row"] + 1, end_pos, ends[t],
+                                   counts[t])
+        except Tlg8FormatError as e:
+            _tile_failed(active, errors, t, e)
+            continue
         if active[t] is not None and st.get("alone"):
             active[t]["alone"] = True
     for t, _, _, _, _ in groups:       # tiles left out of this round go first next time
-        st = active.pop(t)
+        st = active.pop(t, None)
         if st is not None:
             active[t] = st
+
+
+def _tile_failed(active, errors, t, error):
+    """Note the first error of tile t; tiles after the first failed one stop (only that
+    one's error is raised, as a decoder going through the tiles in order would)."""
+    errors[t] = error
+    first = min(errors)
+    for u in [u for u in active if u >= first]:
+        active[u] = None
 
 
 def _golomb_rows(win, starts, ends, counts, table, first_tile):
@@ -1295,13 +1312,21 @@ def _golomb_rows(win, starts, ends, counts, table, first_tile):
     ktab = _k_lookup(table)
     ratios = [(up, down) for up, down, _ in table]
     rows = [[np.zeros(0, np.int64)] * 8 for _ in starts]
-    active = {}
+    active, errors = {}, {}
     for t in range(len(starts)):
-        st = _start_row(win, first_tile + t, 0, starts[t], ends[t], counts[t])
+        try:
+            st = _start_row(win, first_tile + t, 0, starts[t], ends[t], counts[t])
+        except Tlg8FormatError as e:
+            errors[t] = e
+            break
         if st is not None:
             active[t] = st
     while active:
-        _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows)
+        _golomb_round(win, ktab, ratios, active, ends, counts, first_tile, rows, errors)
+        active = {t: st for t, st in active.items() if st is not None}
+    if errors:
+        # The first broken tile's first error, whichever round found it.
+        raise errors[min(errors)]
     return rows
 
 
@@ -1460,11 +1485,13 @@ def _check_sizes(hdr, max_pixels, available):
     return tile_w, tile_h, ntiles
 
 
-def decode_tlg8(data, max_pixels=MAX_PIXELS):
+def decode_tlg8(data, max_pixels=MAX_PIXELS, compiled=None):
     """Decode a .tlg8 file: returns (samples uint8 (H, W, C), C, choices int64 (N, 5)).
 
     Raises Tlg8FormatError for any invalid file, and for files beyond `max_pixels`
-    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES.
+    (W * H), MAX_TILE_PIXELS, MAX_TILE_SPAN or MAX_TILES. compiled: decode with the
+    compiled kernels of tlg8.decode_kernels (True needs numba) or with NumPy (False);
+    None: compiled when tlg8.jit.available(). Both give the same results.
     """
     data = memoryview(data).cast("B")
     hdr = read_header(data)
@@ -1473,6 +1500,8 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
     records = _records(data, hdr["offset"], ntiles)
     tiles = _tiles(width, height, tile_w, tile_h)
     out = np.empty((height, width, ncomp), np.uint8)
+    if jit.available() if compiled is None else compiled:
+        return _decode_compiled(data, hdr, records, tiles, out)
     all_choices = []
     for t0, t1 in _chunks(tiles):
         chunk = tiles[t0:t1]
@@ -1487,6 +1516,21 @@ def decode_tlg8(data, max_pixels=MAX_PIXELS):
             out[oy:oy + th, ox:ox + tw] = canvas[t, 1:th + 1, 1:tw + 1]
         all_choices.append(choices)
     return out, ncomp, np.concatenate(all_choices)
+
+
+def _decode_compiled(data, hdr, records, tiles, out):
+    """decode_tlg8's work with tlg8.decode_kernels, over the same chunks of tiles as the
+    NumPy path (the side information of a chunk's tiles is checked before their rows)."""
+    from . import decode_kernels
+    buf = np.frombuffer(data, np.uint8)
+    buf.flags.writeable = False         # one compiled specialisation, whatever data was
+    nbs = ((tiles[:, 2] + 7) >> 3) * ((tiles[:, 3] + 7) >> 3)
+    first_block = np.cumsum(nbs) - nbs
+    choices = np.empty((int(nbs.sum()), 5), np.int64)
+    for t0, t1 in _chunks(tiles):
+        decode_kernels.decode_tiles(buf, records[t0:t1], tiles[t0:t1], t0, hdr["ncomp"],
+                                    hdr["golomb_table"], choices, int(first_block[t0]), out)
+    return out, hdr["ncomp"], choices
 
 
 # The longest header: the TLG0.0 wrapper, the fixed fields and the Golomb table.
