@@ -30,7 +30,7 @@ the per-block API). Nothing here depends on the learned models; the ML side impo
 """
 import numpy as np
 
-from . import stages
+from . import jit, stages
 from .stages import MAX_COMPONENTS
 from .heads import HEAD_OFFSETS, HEAD_SIZES, head_labels
 from .image import block_batches, block_grid, block_workspaces
@@ -131,6 +131,37 @@ def block_stats(ws):
     planes = residual_planes(ws)
     sad, nonzero = sequence_stats(magnitude_sequences(planes))
     return planes, sad, nonzero
+
+
+def block_residual_stats(ws):
+    """block_stats for a model that then reads chosen configurations: (residuals int16
+    (N, 8, C, n) block-major (block_major of the planes), sad, nonzero (8, S, N) uint16).
+    With compiled kernels (tlg8.jit) the statistics are views of block-major arrays."""
+    ws = np.asarray(ws)
+    if jit.available() and ws.shape[1] in (3, 4):
+        from . import encode_kernels as kernels
+        n_blocks, ncomp, hp, wp = ws.shape
+        count = N_SEQUENCES if ncomp == 4 else N_SEQUENCES - 1
+        residuals = np.empty((n_blocks, stages.N_PREDICTORS, ncomp, (hp - 1) * (wp - 2)),
+                             np.int16)
+        sad = np.empty((n_blocks, stages.N_PREDICTORS, count), np.uint16)
+        nonzero = np.empty_like(sad)
+        kernels.block_stats(np.ascontiguousarray(ws, np.int32), residuals, sad, nonzero)
+        return residuals, sad.transpose(1, 2, 0), nonzero.transpose(1, 2, 0)
+    planes, sad, nonzero = block_stats(ws)
+    return block_major(planes), sad, nonzero
+
+
+def least_sad_pairs(sad, ncomp, k):
+    """top_pairs(pair_proxy(sad, ncomp), k): int64 (N, k) pair ids."""
+    k = min(int(k), N_PAIRS)
+    if jit.available():
+        from . import encode_kernels as kernels
+        out = np.empty((sad.shape[2], k), np.int64)
+        kernels.least_sad_pairs(np.ascontiguousarray(sad.transpose(2, 0, 1)), int(ncomp),
+                                PAIR_SEQUENCE.astype(np.int64), out)
+        return out
+    return top_pairs(pair_proxy(sad, ncomp), k)
 
 
 def pair_proxy(sad, ncomp):

@@ -1,0 +1,403 @@
+"""Compiled kernels of the encoder's sequential loops (tlg8.jit; numba, optional).
+
+Plain scalar Python over NumPy arrays, compiled ahead of time by tlg8.jit when numba is
+installed. Each kernel has a NumPy path elsewhere that gives the same numbers (the
+callers choose with jit.available(); the tests compare the two):
+
+* lane_bits — cost.lane_bits: the per-block bit estimate (cost spec §6) of many
+  sequences, optionally from given adaptive states (the file's rows carry them);
+* configs_bits — cost.block_configs_bits: given configurations of blocks, both
+  estimators, the better one.
+
+Conventions: values are the coded values (int16 in, int64 inside), |v| <= 1023 (the coding
+stages give at most 637). A Golomb table comes as `kc` (8, STATES) int16, the k of each row
+at every adaptive state a, pre-shifted (k << 11) so that `kc[a] | m` indexes RICE, and
+`ratios` (8, 2) int64 = (raise, fall) per row. Numbers stay what the NumPy paths give for
+such values: the state a then stays below STATES.
+"""
+import numpy as np
+
+from . import jit, stages
+
+# Array indices in the hot loops are cast to unsigned (U): numba then leaves out the
+# handling of negative indices, a third of a Golomb step's instructions.
+U = np.uint64
+M_BITS = 11                     # mapped magnitudes m < 2^11 (|v| <= 1023)
+STATES = 1 << 15                # the state a moves toward 16 m: a < 16 * 2^11
+# Colour filter as multipliers (cost spec §3; features.coded_lanes): P1 = tdiv2(ALPHA * d0),
+# P2 = tdiv2(BETA * d0 + GAMMA * d1).
+_ALPHA = np.array([0, 2, 1, 3], np.int64)
+_BETA = np.array([0, 2, 0, 1], np.int64)
+_GAMMA = np.array([0, 0, 2, 1], np.int64)
+_PERMS = np.array(stages.PERMUTATIONS, np.int64)
+_PLAIN_ROWS = np.array(stages.PLAIN_ROWS, np.int64)
+_RUNLENGTH_ROWS = np.array(stages.RUNLENGTH_ROWS, np.int64)
+
+
+def _rice_table():
+    """RICE[(k << 11) | m]: bits of the Golomb-Rice code of m with parameter k, with the
+    escape (cost spec §6.3)."""
+    m = np.arange(1 << M_BITS)
+    out = np.zeros((9, 1 << M_BITS), np.int16)
+    for k in range(9):
+        q = m >> k
+        escape = stages.ESCAPE_Q + 2 * np.frexp(np.maximum(m - (stages.ESCAPE_Q - 1), 1))[1] - 1
+        out[k] = np.where(q < stages.ESCAPE_Q, q + 1 + k, escape)
+    return out.reshape(-1)
+
+
+MAX_LENGTH = 1 << 16            # longest sequence a kernel takes
+
+
+def _run_steps():
+    """RUN_STEP[L]: what a run adds when it grows to length L, run_cost(L) -
+    run_cost(L - 1) (cost spec §6.5), so that runs are charged value by value; 0 from 257
+    on, as cost.RUN_STEP (blocks have at most 256 values, so that is never)."""
+    length = np.arange(258)
+    cost = np.where(length <= 2, length, 1 + 2 * np.frexp(np.maximum(length - 2, 1))[1])
+    out = np.zeros(MAX_LENGTH + 1, np.int16)
+    out[1:257] = np.diff(cost)[:256]
+    return out
+
+
+RICE = _rice_table()
+RUN_STEP = _run_steps()
+
+
+def k_tables(golomb_table=stages.DEFAULT_GOLOMB_TABLE):
+    """(kc (8, STATES) int16, ratios (8, 2) int64) of a Golomb table; k = 0 from k index
+    1024 on (cost spec §9.3)."""
+    idx = (np.arange(STATES) + 8) >> 4
+    kc = np.zeros((8, STATES), np.int16)
+    inside = idx < stages.K_INDEX_LIMIT
+    kc[:, inside] = stages.k_table(golomb_table)[:, idx[inside]] << M_BITS
+    ratios = np.array([(up, down) for up, down, _ in golomb_table], np.int64)
+    return kc, ratios
+
+
+KC, RATIOS = k_tables()
+
+
+# ---------------------------------------------------------------------------------------
+# The estimators (cost spec §6.4-§6.5)
+
+
+@jit.kernel
+def tdiv2(x):
+    """x / 2 truncated toward zero."""
+    return (x - (x >> 63)) >> 1
+
+
+@jit.kernel
+def plain_bits(seq, start, length, kc, up, down, a):
+    """Plain estimator (§6.4) of seq[start:start + length] from state a:
+    (bits, state after)."""
+    bits = 0
+    for j in range(start, start + length):
+        v = seq[U(j)]
+        m = (v << 1) ^ (v >> 63)                     # 2v, or -2v - 1 when v < 0
+        bits += RICE[U(kc[U(a)] | m)]
+        rho = up if a < m else down
+        a += ((16 * m - a) * rho + 8) >> 4
+    return bits, a
+
+
+@jit.kernel
+def runlength_bits(seq, start, length, kc, up, down, a, scratch):
+    """Run-length estimator (§6.5) of seq[start:start + length] from state a, without
+    the first-value flag bit: (bits, state after). scratch: room for `length` values.
+
+    The run codes do not depend on the state, so one pass charges them (each run as it
+    grows, RUN_STEP) and gathers the non-zero values' magnitudes; the Golomb-Rice codes
+    then run over those alone (zeros leave the state alone)."""
+    bits = 0
+    run = 0
+    previous = -1
+    count = 0
+    for j in range(start, start + length):
+        v = seq[U(j)]
+        live = np.int64(v != 0)
+        run = (run & -np.int64(live == previous)) + 1
+        previous = live
+        bits += RUN_STEP[U(run)]
+        scratch[U(count)] = ((v << 1) ^ (v >> 63)) - 1   # 2v - 1, or -2v - 2 when v < 0
+        count += live
+    for j in range(count):
+        m = scratch[U(j)]
+        bits += RICE[U(kc[U(a)] | m)]
+        rho = up if a < m else down
+        a += ((16 * m - a) * rho + 8) >> 4
+    return bits, a
+
+
+# ---------------------------------------------------------------------------------------
+# Many sequences (cost.lane_bits)
+
+_LANE_GROUP = 32            # lanes copied out together: 32 int16 = one 64-byte line per row
+
+
+@jit.export("void(int16[:, ::1], intp[:, ::1], int16[::1], int64, int64, int64, "
+            "int64[::1], int64[:, ::1], int64[::1])")
+def lane_bits(values, orders, kc, up, down, entropy, start, out, end):
+    """cost.lane_bits: out[o, lane] = bits of the sequence values[orders[o], lane] with
+    estimator `entropy`, from state start[lane] (0 when start is empty); end[lane] (if
+    not empty) gets the state after the last order's sequence.
+
+    values is position-major; each group of lanes is first copied lane-major, so every
+    sequence then reads a few contiguous cache lines."""
+    n_pos, lanes = values.shape
+    n_orders, length = orders.shape
+    group = np.empty((_LANE_GROUP, n_pos), np.int64)
+    seq = np.empty(length, np.int64)
+    scratch = np.empty(length, np.int64)
+    for g0 in range(0, lanes, _LANE_GROUP):
+        count = min(_LANE_GROUP, lanes - g0)
+        for p in range(n_pos):
+            for i in range(count):
+                group[U(i), U(p)] = values[U(p), U(g0 + i)]
+        for i in range(count):
+            lane = g0 + i
+            a0 = start[lane] if start.shape[0] else 0
+            a = a0
+            for o in range(n_orders):
+                for j in range(length):
+                    seq[U(j)] = group[U(i), U(orders[U(o), U(j)])]
+                if entropy == 0:
+                    bits, a = plain_bits(seq, 0, length, kc, up, down, a0)
+                else:
+                    bits, a = runlength_bits(seq, 0, length, kc, up, down, a0, scratch)
+                    if length > 0:
+                        bits += 1
+                out[o, lane] = bits
+            if end.shape[0]:
+                end[lane] = a
+
+
+# ---------------------------------------------------------------------------------------
+# Given configurations of blocks (cost.block_configs_bits)
+
+
+@jit.kernel
+def coded_block(residuals, b, p, code, scan, ncomp, n, interleaved, out):
+    """The coded values of block b with predictor p and filter `code` in scan order
+    (cost spec §2-§5): pixel-interleaved, out[i * C + c], or component after component,
+    out[c * n + i]. residuals: block-major (N, 8, C, n) int16."""
+    perm = code >> 4
+    alpha = _ALPHA[(code >> 2) & 3]
+    beta = _BETA[code & 3]
+    gamma = _GAMMA[code & 3]
+    s0 = _PERMS[perm, 0]
+    s1 = _PERMS[perm, 1]
+    s2 = _PERMS[perm, 2]
+    step, comp = (ncomp, 1) if interleaved else (1, n)
+    for i in range(n):
+        pos = U(scan[U(i)])
+        d0 = np.int64(residuals[U(b), U(p), U(s0), pos])
+        d1 = np.int64(residuals[U(b), U(p), U(s1), pos])
+        d2 = np.int64(residuals[U(b), U(p), U(s2), pos])
+        at = i * step
+        out[U(at)] = d0
+        out[U(at + comp)] = d1 - tdiv2(alpha * d0)
+        out[U(at + 2 * comp)] = d2 - tdiv2(beta * d0 + gamma * d1)
+        if ncomp == 4:
+            out[U(at + 3 * comp)] = residuals[U(b), U(p), 3, pos]
+
+
+@jit.kernel
+def best_of_estimators(seq, ncomp, n, interleaved, kc, ratios, scratch):
+    """(bits, entropy) of a block's coded values: the better of the two estimators,
+    entropy 0 on a tie (it is tried first). seq: interleaved (C * n) or component-major.
+    (The run-length estimate is rarely better, but rarely by much either: on photos it is
+    within 2 % of the plain one, so no bound lets it stop early.)"""
+    if interleaved:
+        plain, _ = plain_bits(seq, 0, ncomp * n, kc[6], ratios[6, 0], ratios[6, 1], 0)
+        rl, _ = runlength_bits(seq, 0, ncomp * n, kc[7], ratios[7, 0], ratios[7, 1], 0,
+                               scratch)
+        rl += 1
+    else:
+        plain = 0
+        rl = 0
+        for c in range(ncomp):
+            r = _PLAIN_ROWS[c]
+            bits, _ = plain_bits(seq, c * n, n, kc[r], ratios[r, 0], ratios[r, 1], 0)
+            plain += bits
+            r = _RUNLENGTH_ROWS[c]
+            bits, _ = runlength_bits(seq, c * n, n, kc[r], ratios[r, 0], ratios[r, 1], 0,
+                                     scratch)
+            rl += bits + 1
+    if rl < plain:
+        return rl, 1
+    return plain, 0
+
+
+@jit.export("void(int16[:, :, :, ::1], int64[:, :, ::1], intp[:, ::1], int16[:, ::1], "
+            "int64[:, ::1], int64[:, ::1], int64[:, ::1])")
+def configs_bits(residuals, configs, scans, kc, ratios, bits, entropy):
+    """cost.block_configs_bits: bits[b, k] and entropy[b, k] of configurations
+    configs[b, k] = (predictor, filter, reorder, interleave) of blocks of one size, the
+    better estimator (entropy 0 on a tie). scans (8, n): the size's scan orders."""
+    n_blocks, n_per = configs.shape[:2]
+    ncomp = residuals.shape[2]
+    n = residuals.shape[3]
+    seq = np.empty(4 * 64, np.int64)
+    scratch = np.empty(4 * 64, np.int64)
+    for b in range(n_blocks):
+        for k in range(n_per):
+            interleaved = configs[b, k, 3] == 1
+            coded_block(residuals, b, configs[b, k, 0], configs[b, k, 1],
+                        scans[configs[b, k, 2]], ncomp, n, interleaved, seq)
+            bits[b, k], entropy[b, k] = best_of_estimators(seq, ncomp, n, interleaved, kc,
+                                                           ratios, scratch)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-pair statistics (features.block_stats, pair_proxy, top_pairs)
+#
+# Arithmetic on int32 values cast back to int32 at every step: numba widens integer
+# arithmetic to int64, and the casts let LLVM keep 8 values per AVX2 register.
+
+I32 = np.int32
+
+
+@jit.kernel
+def tdiv2_32(x):
+    return I32((x - (x >> 31)) >> 1)
+
+
+@jit.kernel
+def predict(p, a, b, c, d):
+    """Predictor p (cost spec §2) from the neighbours a (left), b (up), c (up-left),
+    d (up-right)."""
+    if p == 0:
+        mx = max(a, b)
+        mn = min(a, b)
+        return mn if c > mx else (mx if c < mn else a + b - c)
+    if p == 1:
+        return (a + c + 1) >> 1
+    if p == 2:
+        return (b + c + 1) >> 1
+    if p == 3:
+        return (b + d + 1) >> 1
+    if p == 4:
+        return a
+    if p == 5:
+        return b
+    if p == 6:
+        return c
+    return d
+
+
+@jit.kernel
+def sum_abs(values, n):
+    """(sum of |v|, number of v != 0) of values[:n] (int32)."""
+    total = I32(0)
+    nonzero = I32(0)
+    for i in range(n):
+        v = abs(values[U(i)])
+        total = I32(total + v)
+        nonzero = I32(nonzero + I32(v != 0))
+    return total, nonzero
+
+
+@jit.kernel
+def sum_abs_difference(x, y, n):
+    """(sum of |x - y|, number of x != y) over the first n values (int32)."""
+    total = I32(0)
+    nonzero = I32(0)
+    for i in range(n):
+        v = abs(I32(x[U(i)] - y[U(i)]))
+        total = I32(total + v)
+        nonzero = I32(nonzero + I32(v != 0))
+    return total, nonzero
+
+
+@jit.export("void(int32[:, :, :, ::1], int16[:, :, :, ::1], uint16[:, :, ::1], "
+            "uint16[:, :, ::1])")
+def block_stats(ws, residuals, sad, nonzero):
+    """features.block_stats, block-major: the residuals of all 8 predictors (N, 8, C, n)
+    and per predictor the sum of |v| and the count of v != 0 of each magnitude sequence
+    of features.SEQUENCES, in that order: sad, nonzero (N, 8, S). ws: workspaces
+    (N, C, h+1, w+2) of image.block_workspaces."""
+    n_blocks, ncomp, hp, wp = ws.shape
+    h = hp - 1
+    w = wp - 2
+    n = h * w
+    r = np.empty((4, 64), np.int32)
+    half = np.empty((3, 64), np.int32)         # tdiv2(r_y)
+    three = np.empty((3, 64), np.int32)        # tdiv2(3 r_y)
+    avg = np.empty((3, 64), np.int32)          # r_z - tdiv2(r_x + r_y)
+    for b in range(n_blocks):
+        for p in range(8):
+            for c in range(ncomp):
+                for y in range(h):
+                    for x in range(w):
+                        e = ws[U(b), U(c), U(y + 1), U(x + 1)] - predict(
+                            p, ws[U(b), U(c), U(y + 1), U(x)], ws[U(b), U(c), U(y), U(x + 1)],
+                            ws[U(b), U(c), U(y), U(x)], ws[U(b), U(c), U(y), U(x + 2)])
+                        r[U(c), U(y * w + x)] = e
+                        residuals[U(b), U(p), U(c), U(y * w + x)] = e
+            for z in range(3):
+                x0 = 1 if z == 0 else 0
+                x1 = 1 if z == 2 else 2
+                for i in range(n):
+                    half[U(z), U(i)] = tdiv2_32(r[U(z), U(i)])
+                    three[U(z), U(i)] = tdiv2_32(I32(3 * r[U(z), U(i)]))
+                    avg[U(z), U(i)] = I32(r[U(z), U(i)] - tdiv2_32(I32(r[U(x0), U(i)] +
+                                                                      r[U(x1), U(i)])))
+            # The order of features.SEQUENCES: S(x), D(x < y), H(x != y), T(x != y), A(z),
+            # S(3).
+            k = 0
+            for x in range(3):
+                sad[b, p, k], nonzero[b, p, k] = sum_abs(r[x], n)
+                k += 1
+            for x in range(3):
+                for y in range(x + 1, 3):
+                    sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r[x], r[y], n)
+                    k += 1
+            for x in range(3):
+                for y in range(3):
+                    if x != y:
+                        sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r[x], half[y], n)
+                        k += 1
+            for x in range(3):
+                for y in range(3):
+                    if x != y:
+                        sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r[x], three[y], n)
+                        k += 1
+            for z in range(3):
+                sad[b, p, k], nonzero[b, p, k] = sum_abs(avg[z], n)
+                k += 1
+            if ncomp == 4:
+                sad[b, p, k], nonzero[b, p, k] = sum_abs(r[3], n)
+
+
+@jit.export("void(uint16[:, :, ::1], int64, int64[:, ::1], int64[:, ::1])")
+def least_sad_pairs(sad, ncomp, pair_sequence, out):
+    """features.top_pairs(features.pair_proxy(sad, C), k): per block the k = out.shape[1]
+    (predictor, filter) pairs with the least sum of absolute coded values, ascending,
+    ties to the lower pair id. sad: (N, 8, S) of block_stats; pair_sequence:
+    features.PAIR_SEQUENCE (96, 4)."""
+    n_blocks = sad.shape[0]
+    k = out.shape[1]
+    keys = np.empty(k, np.int64)
+    for b in range(n_blocks):
+        count = 0
+        for pair in range(8 * 96):
+            p = pair // 96
+            f = pair - p * 96
+            proxy = 0
+            for c in range(ncomp):
+                proxy += sad[U(b), U(p), U(pair_sequence[U(f), U(c)])]
+            key = proxy * 1024 + pair          # unique per block: a total order
+            if count == k and key >= keys[U(k - 1)]:
+                continue
+            # Insert into the sorted keys (the last one falls off when full).
+            j = count if count < k else k - 1
+            while j > 0 and keys[U(j - 1)] > key:
+                keys[U(j)] = keys[U(j - 1)]
+                j -= 1
+            keys[U(j)] = key
+            if count < k:
+                count += 1
+        for j in range(k):
+            out[U(b), U(j)] = keys[U(j)] & 1023
