@@ -401,3 +401,90 @@ def least_sad_pairs(sad, ncomp, pair_sequence, out):
                 count += 1
         for j in range(k):
             out[U(b), U(j)] = keys[U(j)] & 1023
+
+
+# ---------------------------------------------------------------------------------------
+# Scan features (features.scan_features): their integer sums
+
+N_SCAN_SUMS = 32 + 3 * 4 + 2
+
+
+@jit.kernel
+def bit_length32(v):
+    """Binary digits of 0 <= v < 2^11 (features._BITLEN), without a loop."""
+    n = I32(0)
+    for j in range(11):
+        n = I32(n + I32(v >= (1 << j)))
+    return n
+
+
+@jit.export("void(int16[:, :, :, ::1], int64[:, ::1], intp[:, ::1], int64, int64, "
+            "int32[:, :, ::1])")
+def scan_sums(residuals, pairs, scans, head, part, out):
+    """The integer sums behind features.scan_features of the pairs pairs[b] (ids
+    predictor * 96 + filter) of each block, out (N, P, N_SCAN_SUMS): per reorder r the
+    sums of features._scan_chunk's four scan terms (bit-length variation along each
+    component's scan; bit lengths of the first `head` positions; of the first `part` minus
+    the last `part`; variation along the interleaved sequence), then per component the
+    sum of |v|, of bit lengths and the count of v != 0, then the sums of |B_0 - B_1| and
+    |B_1 - B_2| over the positions. scans (8, n): the size's scan orders."""
+    n_blocks, n_pairs = pairs.shape
+    ncomp = residuals.shape[2]
+    n = residuals.shape[3]
+    raster = np.arange(n)
+    coded = np.empty(4 * 64, np.int64)
+    bits = np.empty((4, 64), np.int32)
+    total = np.empty(64, np.int32)
+    for b in range(n_blocks):
+        for k in range(n_pairs):
+            pair = pairs[U(b), U(k)]
+            coded_block(residuals, b, pair // 96, pair % 96, raster, ncomp, n, False, coded)
+            o = out[b, k]
+            o[:] = 0
+            for c in range(ncomp):
+                sad = 0
+                bitsum = 0
+                nonzero = 0
+                for i in range(n):
+                    mag = abs(coded[U(c * n + i)])
+                    bl = bit_length32(mag)
+                    bits[U(c), U(i)] = bl
+                    sad += mag
+                    bitsum += bl
+                    nonzero += mag != 0
+                o[32 + c] = sad
+                o[36 + c] = bitsum
+                o[40 + c] = nonzero
+            within = 0
+            for i in range(n):
+                t = 0
+                for c in range(ncomp):
+                    t += bits[U(c), U(i)]
+                    if c:
+                        within += abs(bits[U(c), U(i)] - bits[U(c - 1), U(i)])
+                total[U(i)] = t
+                if ncomp >= 3:
+                    o[44] += abs(bits[0, U(i)] - bits[1, U(i)])
+                    o[45] += abs(bits[1, U(i)] - bits[2, U(i)])
+            for r in range(8):
+                scan = scans[r]
+                variation = 0
+                cross = 0
+                for i in range(1, n):
+                    u = U(scan[U(i - 1)])
+                    v = U(scan[U(i)])
+                    for c in range(ncomp):
+                        variation += abs(bits[U(c), v] - bits[U(c), u])
+                    cross += abs(bits[U(ncomp - 1), u] - bits[0, v])
+                first = 0
+                for i in range(head):
+                    first += total[U(scan[U(i)])]
+                early = 0
+                late = 0
+                for i in range(part):
+                    early += total[U(scan[U(i)])]
+                    late += total[U(scan[U(n - part + i)])]
+                o[4 * r] = variation
+                o[4 * r + 1] = first
+                o[4 * r + 2] = early - late
+                o[4 * r + 3] = within + cross

@@ -356,6 +356,42 @@ def scan_features(coded, w, h):
     return out.reshape(n_blocks, n_pairs, N_SCAN_FEATURES)
 
 
+def pair_scan_features(residuals, pairs, w, h):
+    """scan_features(coded_pairs(residuals, pairs), w, h): (N, P, 47) float32. With
+    compiled kernels the integer sums come from tlg8.encode_kernels.scan_sums and the
+    same float32 operations as _scan_chunk's make the features of them."""
+    ncomp = residuals.shape[2]
+    if not (jit.available() and ncomp >= 3 and pairs.size):
+        return scan_features(coded_pairs(residuals, pairs), w, h)
+    from . import encode_kernels as kernels
+    n = w * h
+    scans = _scan_tables(w, h)[4]
+    head, part = min(2, n), min(8, n)
+    sums = np.empty(pairs.shape + (kernels.N_SCAN_SUMS,), np.int32)
+    kernels.scan_sums(np.ascontiguousarray(residuals, np.int16),
+                      np.ascontiguousarray(pairs, np.int64), scans.astype(np.intp),
+                      head, part, sums)
+    out = np.zeros(pairs.shape + (N_SCAN_FEATURES,), np.float32)
+    norm = np.float32(1 / (ncomp * max(n - 1, 1)))
+    per_scan = sums[..., :32].reshape(pairs.shape + (stages.N_REORDERS, 4))
+    view = out[..., :32].reshape(per_scan.shape)
+    view[..., 0] = per_scan[..., 0] * norm
+    view[..., 1] = per_scan[..., 1] * np.float32(1 / (head * ncomp))
+    view[..., 2] = per_scan[..., 2] * np.float32(1 / (part * ncomp))
+    view[..., 3] = per_scan[..., 3] * norm
+    sad = sums[..., 32:32 + ncomp].astype(np.float32)
+    lsad = np.log2(1 + sad * np.float32(64 / n))
+    out[..., 32:32 + ncomp] = lsad
+    # NumPy's mean with a float32 accumulator: the (exact) sum divided by the count.
+    out[..., 36:36 + ncomp] = np.true_divide(sums[..., 36:36 + ncomp].astype(np.float32), n)
+    out[..., 40:40 + ncomp] = np.true_divide(sums[..., 40:40 + ncomp].astype(np.float32), n)
+    out[..., 44] = lsad.max(-1) - lsad.min(-1)
+    out[..., 45] = (np.true_divide(sums[..., 44].astype(np.float32), n)
+                    + np.true_divide(sums[..., 45].astype(np.float32), n))
+    out[..., 46] = np.log2(1 + sad.sum(-1) * np.float32(64 / n))
+    return out
+
+
 def _scan_chunk(coded, w, h):
     rows, ncomp, n = coded.shape
     mag = np.ascontiguousarray(np.abs(coded).transpose(2, 1, 0))    # (n, C, R)

@@ -134,7 +134,7 @@ class PairSelector:
         clock("inference")
         reach = trials.option_pairs(*self.probe_shape(max_trials), max_trials,
                                     trials.distinct_options(w, h), pairs.shape[1])
-        scan_feats = feat.scan_features(feat.coded_pairs(residuals, pairs[:, :reach]), w, h)
+        scan_feats = feat.pair_scan_features(residuals, pairs[:, :reach], w, h)
         clock("features")
         logits = self.option_logits(scan_feats)
         if not stages.is_full_block(w, h):
