@@ -488,3 +488,229 @@ def scan_sums(residuals, pairs, scans, head, part, out):
                 o[4 * r + 1] = first
                 o[4 * r + 2] = early - late
                 o[4 * r + 3] = within + cross
+
+
+# ---------------------------------------------------------------------------------------
+# Blocks straight from the image (the file pass and the encoder)
+
+
+@jit.kernel
+def block_workspace(samples, ox, oy, tw, th, bx, by, w, h, ws):
+    """The padded workspace of one block (cost spec §1.4) into ws (C, h+1, w+2) int64:
+    samples outside the block's tile read 0. (bx, by absolute, as image.block_grid.)"""
+    ncomp = samples.shape[2]
+    for y in range(h + 1):
+        sy = by - 1 + y
+        for x in range(w + 2):
+            sx = bx - 1 + x
+            inside = oy <= sy < oy + th and ox <= sx < ox + tw
+            for c in range(ncomp):
+                ws[U(c), U(y), U(x)] = samples[U(sy), U(sx), U(c)] if inside else 0
+
+
+@jit.kernel
+def block_residuals(ws, p, w, h, ncomp, out):
+    """Residuals of predictor p (cost spec §2) of a workspace: out (C, n) raster order."""
+    for c in range(ncomp):
+        for y in range(h):
+            for x in range(w):
+                out[U(c), U(y * w + x)] = ws[U(c), U(y + 1), U(x + 1)] - predict(
+                    p, ws[U(c), U(y + 1), U(x)], ws[U(c), U(y), U(x + 1)],
+                    ws[U(c), U(y), U(x)], ws[U(c), U(y), U(x + 2)])
+
+
+@jit.kernel
+def row_layout(res, code, scan, ncomp, n, interleaved, out):
+    """A block's coded values as its Golomb rows take them (file spec §5.4), from its
+    predictor residuals res (C, n): interleaved, the pixel-interleaved sequence; else
+    component after component, component 3 (C = 4) right after component 0 — it shares
+    component 0's row. Returns the length of the first row's part: C * n or n (or 2n)."""
+    perm = code >> 4
+    alpha = _ALPHA[(code >> 2) & 3]
+    beta = _BETA[code & 3]
+    gamma = _GAMMA[code & 3]
+    s0 = _PERMS[perm, 0]
+    s1 = _PERMS[perm, 1]
+    s2 = _PERMS[perm, 2]
+    for i in range(n):
+        pos = U(scan[U(i)])
+        d0 = res[U(s0), pos]
+        d1 = res[U(s1), pos]
+        d2 = res[U(s2), pos]
+        v1 = d1 - tdiv2(alpha * d0)
+        v2 = d2 - tdiv2(beta * d0 + gamma * d1)
+        if interleaved:
+            out[U(i * ncomp)] = d0
+            out[U(i * ncomp + 1)] = v1
+            out[U(i * ncomp + 2)] = v2
+            if ncomp == 4:
+                out[U(i * ncomp + 3)] = res[3, pos]
+        elif ncomp == 4:
+            out[U(i)] = d0
+            out[U(n + i)] = res[3, pos]
+            out[U(2 * n + i)] = v1
+            out[U(3 * n + i)] = v2
+        else:
+            out[U(i)] = d0
+            out[U(n + i)] = v1
+            out[U(2 * n + i)] = v2
+    if interleaved:
+        return ncomp * n
+    return 2 * n if ncomp == 4 else n
+
+
+@jit.kernel
+def run_code_bits(length):
+    """Bits of a run-length code (file spec §7.5) of a run of `length` >= 1 values."""
+    if length <= 2:
+        return length
+    g = length - 2
+    n = 0
+    while g > 0:
+        g >>= 1
+        n += 1
+    return 1 + 2 * n
+
+
+@jit.kernel
+def file_row_bits(seq, start, length, entropy, kc, up, down, states, block, row, scratch,
+                  exits):
+    """File bits of a block's values seq[start:start + length] appended to Golomb row
+    `row` of its tile (filecost._sequence_bits): from the row's state states[:, block,
+    row] = (a, kind of the open run, its length, the row has values). Writes what the
+    values leave into exits[:, block, row] when exits is not empty."""
+    a = states[0, block, row]
+    if entropy == 0:
+        bits, a = plain_bits(seq, start, length, kc, up, down, a)
+        if exits.shape[1]:
+            exits[0, block, row] = a
+            exits[3, block, row] = 1
+        return bits
+    bits, a = runlength_bits(seq, start, length, kc, up, down, a, scratch)
+    started = states[3, block, row]
+    bits += 1 - started                  # the first-value flag once per row
+    live = seq[U(start)] != 0
+    first = 1
+    while first < length and (seq[U(start + first)] != 0) == live:
+        first += 1
+    open_run = states[2, block, row]
+    joins = started == 1 and np.int64(live) == states[1, block, row]
+    if joins:
+        # The first run continues the open one: its code grows instead of starting anew.
+        bits += run_code_bits(open_run + first) - run_code_bits(open_run) - \
+            run_code_bits(first)
+    if exits.shape[1]:
+        last = seq[U(start + length - 1)] != 0
+        tail = 1
+        while tail < length and (seq[U(start + length - 1 - tail)] != 0) == last:
+            tail += 1
+        exits[0, block, row] = a
+        exits[1, block, row] = np.int64(last)
+        exits[2, block, row] = tail + (open_run if joins and first == length else 0)
+        exits[3, block, row] = 1
+    return bits
+
+
+@jit.export("void(uint8[:, :, ::1], int64[:, ::1], int64[:, :, ::1], uint8[:, ::1], "
+            "int64[:, :, ::1], int16[:, ::1], int64[:, ::1], int64[:, ::1], "
+            "int64[:, :, ::1])")
+def file_golomb_bits(samples, grid, candidates, valid, states, kc, ratios, bits, exits):
+    """filecost._candidate_bits from the image: bits[b, k] = the file's Golomb-row bits
+    of candidate candidates[b, k] = (p, f, r, i, e) of block grid[b] (image.block_grid
+    rows) from the row states `states` (4, N, 8) its tile's earlier blocks left; -1 where
+    valid[b, k] is 0. exits (4, N, 8), if not empty, gets what candidate 0 of each block
+    leaves in the rows it uses (the other rows are left as they are)."""
+    ncomp = samples.shape[2]
+    n_blocks, n_cand = candidates.shape[:2]
+    ws = np.empty((4, 9, 10), np.int64)
+    res = np.empty((8, 4, 64), np.int64)
+    have = np.zeros(8, np.int64)
+    seq = np.empty(4 * 64, np.int64)
+    scratch = np.empty(4 * 64, np.int64)
+    scans = np.empty((8, 64), np.int64)
+    no_exits = np.empty((4, 0, 8), np.int64)
+    for b in range(n_blocks):
+        ox, oy, bx, by, w, h = grid[b, 0], grid[b, 1], grid[b, 2], grid[b, 3], grid[b, 4], \
+            grid[b, 5]
+        n = w * h
+        tw = min(8192, samples.shape[1] - ox)
+        th = min(80, samples.shape[0] - oy)
+        block_workspace(samples, ox, oy, tw, th, bx, by, w, h, ws)
+        have[:] = 0
+        for r in range(8):
+            for i in range(n):
+                scans[r, i] = REORDER[r, i] if w == 8 and h == 8 else i
+        for k in range(n_cand):
+            if not valid[b, k]:
+                bits[b, k] = -1
+                continue
+            p, f, r, inter, e = candidates[b, k, 0], candidates[b, k, 1], \
+                candidates[b, k, 2], candidates[b, k, 3], candidates[b, k, 4]
+            if not have[p]:
+                block_residuals(ws, p, w, h, ncomp, res[p])
+                have[p] = 1
+            first = row_layout(res[p], f, scans[r], ncomp, n, inter == 1, seq)
+            out = exits if k == 0 and exits.shape[1] else no_exits
+            if inter:
+                row = 6 + e
+                total = file_row_bits(seq, 0, first, e, kc[row], ratios[row, 0],
+                                      ratios[row, 1], states, b, row, scratch, out)
+            else:
+                total = 0
+                at = 0
+                for c in range(3):
+                    length = first if c == 0 else n
+                    row = (_RUNLENGTH_ROWS if e else _PLAIN_ROWS)[c]
+                    total += file_row_bits(seq, at, length, e, kc[row], ratios[row, 0],
+                                           ratios[row, 1], states, b, row, scratch, out)
+                    at += length
+            bits[b, k] = total
+
+
+REORDER = stages.REORDER_TABLES.astype(np.int64)
+
+
+@jit.export("void(float32[:, ::1], int64[:, :, ::1], float32[:, ::1], int64[::1], "
+            "int64[::1])")
+def viterbi(cost, values, weights, starts, pick):
+    """filecost._viterbi: per tile (blocks starts[t]:starts[t + 1]) the candidate of each
+    block minimising the sum of cost (N, K) (inf: not a candidate) and, between
+    consecutive blocks, weights[t, s] for each stream s whose value (values (N, K, 5))
+    changes; pick (N,) gets the candidate indices. float32 sums in the order NumPy's
+    makes them, first minimum on ties, so the choices are _viterbi's."""
+    n_cand = cost.shape[1]
+    n_streams = values.shape[2]
+    back = np.zeros((cost.shape[0], n_cand), np.int64)
+    total = np.empty(n_cand, np.float32)
+    new = np.empty(n_cand, np.float32)
+    for t in range(starts.shape[0] - 1):
+        t0 = starts[t]
+        t1 = starts[t + 1]
+        if t1 == t0:
+            continue
+        for i in range(n_cand):
+            total[i] = cost[t0, i]
+        for b in range(t0 + 1, t1):
+            for i in range(n_cand):
+                best = np.float32(np.inf)
+                arg = 0
+                for j in range(n_cand):
+                    step = np.float32(0)
+                    for s in range(n_streams):
+                        if values[b - 1, j, s] != values[b, i, s]:
+                            step = np.float32(step + weights[t, s])
+                    path = np.float32(total[j] + step)
+                    if path < best:
+                        best = path
+                        arg = j
+                back[b, i] = arg
+                new[i] = np.float32(best + cost[b, i])
+            for i in range(n_cand):
+                total[i] = new[i]
+        arg = 0
+        for i in range(1, n_cand):
+            if total[i] < total[arg]:
+                arg = i
+        for b in range(t1 - 1, t0 - 1, -1):
+            pick[b] = arg
+            arg = back[b, arg]

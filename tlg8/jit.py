@@ -83,7 +83,57 @@ class _Export:
     def __call__(self, *args):
         if self._compiled is None:
             self._library.resolve()
+        if self._check:
+            self._check_args(args)
         return self._compiled(*args)
+
+    def _check_args(self, args):
+        """TypeError unless the arrays match the signature. numba's JIT refuses others;
+        an ahead-of-time function would read a non-contiguous array as if it were one."""
+        if self._specs is None:
+            self._specs = _array_specs(self.signature)
+        if len(args) != len(self._specs):
+            raise TypeError(f"{self.__name__} takes {len(self._specs)} arguments, "
+                            f"not {len(args)}")
+        for k, (arg, spec) in enumerate(zip(args, self._specs)):
+            if spec is None:
+                continue
+            dtype, ndim, contiguous = spec
+            if not (type(arg).__name__ == "ndarray" and arg.dtype == dtype and
+                    arg.ndim == ndim and (arg.flags.c_contiguous or not contiguous)):
+                raise TypeError(f"{self.__name__}: argument {k} must be a "
+                                f"{'C-contiguous ' if contiguous else ''}{dtype} array "
+                                f"of {ndim} dimensions, not {getattr(arg, 'dtype', type(arg))}"
+                                f" {getattr(arg, 'shape', '')}")
+
+    _check = True
+    _specs = None
+
+
+def _array_specs(signature):
+    """Per argument of a numba signature string, (dtype, ndim, C-contiguous) for arrays
+    ("int16[:, ::1]") and None for scalars."""
+    import numpy as np
+    inner = signature[signature.index("(") + 1:signature.rindex(")")]
+    args, depth, part = [], 0, ""
+    for ch in inner:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            args.append(part.strip())
+            part = ""
+        else:
+            part += ch
+    if part.strip():
+        args.append(part.strip())
+    specs = []
+    for arg in args:
+        if "[" not in arg:
+            specs.append(None)
+            continue
+        name, dims = arg[:arg.index("[")].strip(), arg[arg.index("[") + 1:-1].split(",")
+        specs.append((np.dtype(name), len(dims), dims[-1].strip() == "::1"))
+    return specs
 
 
 class _Library:
