@@ -714,3 +714,267 @@ def viterbi(cost, values, weights, starts, pick):
         for b in range(t1 - 1, t0 - 1, -1):
             pick[b] = arg
             arg = back[b, arg]
+
+
+# ---------------------------------------------------------------------------------------
+# The encoder's Golomb rows (tlgfile.encode_tlg8; file spec §5.4, §7)
+
+RUNLENGTH_ROW = np.array([r in stages.RUNLENGTH_ROWS or r == stages.INTERLEAVED_ROWS[1]
+                          for r in range(8)], np.int64)
+
+
+@jit.kernel
+def block_rows(entropy, interleaved, ncomp, n, lengths):
+    """The rows a block's coded values go to (file spec §5.4) and how many to each:
+    lengths (3,) and the rows as a tuple, in the order row_layout lays the values out."""
+    if interleaved:
+        lengths[0] = ncomp * n
+        lengths[1] = 0
+        lengths[2] = 0
+        return 6 + entropy, 0, 0
+    lengths[0] = 2 * n if ncomp == 4 else n
+    lengths[1] = n
+    lengths[2] = n
+    if entropy:
+        return _RUNLENGTH_ROWS[0], _RUNLENGTH_ROWS[1], _RUNLENGTH_ROWS[2]
+    return _PLAIN_ROWS[0], _PLAIN_ROWS[1], _PLAIN_ROWS[2]
+
+
+@jit.export("void(uint8[:, :, ::1], int64[:, ::1], int64[::1], int64[:, ::1], int16[::1], "
+            "int64[:, ::1])")
+def file_rows(samples, tiles, tile_first, choices, values, row_start):
+    """The Golomb rows of every tile (file spec §5.4): tile t's row r is
+    values[row_start[t, r]:row_start[t, r + 1]], the tile's rows one after the other
+    (row_start (T, 9)). tiles (T, 4) = ox, oy, tw, th; the blocks of tile t are
+    choices[tile_first[t]:tile_first[t + 1]] (rows p, f, r, i, e), in block index order."""
+    ncomp = samples.shape[2]
+    ws = np.empty((4, 9, 10), np.int64)
+    res = np.empty((4, 64), np.int64)
+    seq = np.empty(4 * 64, np.int64)
+    lengths = np.empty(3, np.int64)
+    counts = np.zeros(8, np.int64)
+    cursor = np.zeros(8, np.int64)
+    base = 0
+    for t in range(tiles.shape[0]):
+        ox, oy, tw, th = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3]
+        counts[:] = 0
+        b = tile_first[t]
+        for by in range(0, th, 8):
+            for bx in range(0, tw, 8):
+                w = min(8, tw - bx)
+                h = min(8, th - by)
+                rows = block_rows(choices[b, 4], choices[b, 3] == 1, ncomp, w * h, lengths)
+                for j in range(3):
+                    counts[rows[j]] += lengths[j]
+                b += 1
+        for r in range(8):
+            row_start[t, r] = base
+            cursor[r] = base
+            base += counts[r]
+        row_start[t, 8] = base
+        b = tile_first[t]
+        for by in range(0, th, 8):
+            for bx in range(0, tw, 8):
+                w = min(8, tw - bx)
+                h = min(8, th - by)
+                n = w * h
+                block_workspace(samples, ox, oy, tw, th, ox + bx, oy + by, w, h, ws)
+                block_residuals(ws, choices[b, 0], w, h, ncomp, res)
+                scan = REORDER[choices[b, 2]] if w == 8 and h == 8 else RASTER
+                row_layout(res, choices[b, 1], scan, ncomp, n, choices[b, 3] == 1, seq)
+                rows = block_rows(choices[b, 4], choices[b, 3] == 1, ncomp, n, lengths)
+                at = 0
+                for j in range(3):
+                    r = rows[j]
+                    for i in range(lengths[j]):
+                        values[U(cursor[r] + i)] = seq[U(at + i)]
+                    cursor[r] += lengths[j]
+                    at += lengths[j]
+                b += 1
+
+
+RASTER = np.arange(64, dtype=np.int64)
+
+
+@jit.kernel
+def coded_magnitude(v, runlength):
+    """m of a value that gets a Golomb-Rice code (file spec §7.4-§7.5)."""
+    m = (v << 1) ^ (v >> 63)
+    return m - 1 if runlength else m
+
+
+@jit.export("void(int16[::1], int64[:, ::1], int64[:, ::1], int64[:, :, ::1], int64[::1])")
+def index_costs(values, row_start, ratios, cost, coded):
+    """golombfit.index_costs of every row of the image: cost[r, i, k] = bits of the
+    magnitudes coded at k index i < 1024 in row r if K[i] = k; coded[r] = how many values
+    row r codes (at any index). The state, and so the index, depends on the ratios
+    only (file spec §7.2)."""
+    for t in range(row_start.shape[0]):
+        for r in range(8):
+            up = ratios[r, 0]
+            down = ratios[r, 1]
+            runlength = RUNLENGTH_ROW[r]
+            a = 0
+            for j in range(row_start[t, r], row_start[t, r + 1]):
+                v = np.int64(values[U(j)])
+                if runlength and v == 0:
+                    continue
+                m = coded_magnitude(v, runlength)
+                coded[r] += 1
+                idx = (a + 8) >> 4
+                if idx < 1024:
+                    for k in range(9):
+                        cost[U(r), U(idx), U(k)] += RICE[U((k << M_BITS) | m)]
+                rho = up if a < m else down
+                a += ((16 * m - a) * rho + 8) >> 4
+
+
+@jit.export("void(int64[:, ::1], int64[::1])")
+def fit_counts(cost, counts):
+    """golombfit.fit_counts: the counts n_0..n_8 of the non-decreasing k per index with
+    the fewest bits under cost (1024, 9), ties as it breaks them."""
+    n_idx = cost.shape[0]
+    best = np.empty(9, np.int64)
+    prefix = np.empty(9, np.int64)
+    came_from = np.zeros((n_idx, 9), np.int64)
+    for k in range(9):
+        best[k] = cost[0, k]
+    for i in range(1, n_idx):
+        low = best[0]
+        last = 0
+        for k in range(9):
+            low = min(low, best[k])
+            prefix[k] = low
+            # the last k' <= k whose best is the running minimum (where(best <= prefix))
+            if best[k] <= low:
+                last = k
+            came_from[i, k] = last
+        for k in range(9):
+            best[k] = prefix[k] + cost[i, k]
+    k = 0
+    for j in range(1, 9):
+        if best[j] < best[k]:
+            k = j
+    counts[:] = 0
+    for i in range(n_idx - 1, -1, -1):
+        counts[k] += 1
+        k = came_from[i, k]
+
+
+@jit.kernel
+def gamma_field(g):
+    """(value, length) of the Elias gamma code of g >= 1 (file spec §7.3)."""
+    z = -1
+    x = g
+    while x > 0:
+        x >>= 1
+        z += 1
+    return (np.int64(1) << z) | ((g - (np.int64(1) << z)) << (z + 1)), 2 * z + 1
+
+
+@jit.kernel
+def rice_field(m, k):
+    """(value, length) of the Golomb-Rice code of m with parameter k, with escape."""
+    q = m >> k
+    if q < 16:
+        return (np.int64(1) << q) | ((m & ((np.int64(1) << k) - 1)) << (q + 1)), q + 1 + k
+    value, length = gamma_field(m - 15)
+    return value << 16, length + 16
+
+
+@jit.kernel
+def run_field(length):
+    """(value, length) of a run-length code (file spec §7.5)."""
+    if length == 1:
+        return 0, 1
+    if length == 2:
+        return 1, 2
+    value, bits = gamma_field(length - 2)
+    return 3 | (value << 2), bits + 2
+
+
+@jit.kernel
+def put_bits(out, state, value, length):
+    """Append a field (value, length <= 56) LSB first: state = (byte position, pending
+    bits, their count), the pending bits flushed a byte at a time."""
+    pos, acc, count = state
+    acc |= value << count
+    count += length
+    while count >= 8:
+        out[U(pos)] = acc & 255
+        acc >>= 8
+        count -= 8
+        pos += 1
+    return pos, acc, count
+
+
+@jit.kernel
+def tile_rows(values, start, ktab, ratios, out, pos):
+    """Write one tile's Golomb rows, row r = values[start[r]:start[r + 1]], from byte pos
+    of out, zero-padded to a byte; return (bytes, bits). With an empty out only the bits
+    are counted."""
+    state = (pos, np.int64(0), np.int64(0))
+    bits = 0
+    write = out.shape[0] > 0
+    for r in range(8):
+        j0 = start[r]
+        j1 = start[r + 1]
+        if j1 == j0:
+            continue
+        up = ratios[r, 0]
+        down = ratios[r, 1]
+        kt = ktab[r]
+        a = 0
+        if not RUNLENGTH_ROW[r]:
+            for j in range(j0, j1):
+                m = coded_magnitude(np.int64(values[U(j)]), False)
+                value, length = rice_field(m, kt[U(min((a + 8) >> 4, 1024))])
+                bits += length
+                if write:
+                    state = put_bits(out, state, value, length)
+                rho = up if a < m else down
+                a += ((16 * m - a) * rho + 8) >> 4
+            continue
+        live = values[U(j0)] != 0
+        bits += 1
+        if write:
+            state = put_bits(out, state, np.int64(live), 1)
+        j = j0
+        while j < j1:
+            live = values[U(j)] != 0
+            e = j + 1
+            while e < j1 and (values[U(e)] != 0) == live:
+                e += 1
+            value, length = run_field(e - j)
+            bits += length
+            if write:
+                state = put_bits(out, state, value, length)
+            if live:
+                for i in range(j, e):
+                    m = coded_magnitude(np.int64(values[U(i)]), True)
+                    value, length = rice_field(m, kt[U(min((a + 8) >> 4, 1024))])
+                    bits += length
+                    if write:
+                        state = put_bits(out, state, value, length)
+                    rho = up if a < m else down
+                    a += ((16 * m - a) * rho + 8) >> 4
+            j = e
+    if write and state[2]:
+        state = put_bits(out, state, np.int64(0), 8 - state[2])
+    return (bits + 7) // 8, bits
+
+
+@jit.export("void(int16[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1])")
+def rows_bytes(values, row_start, ktab, ratios, sizes):
+    """Bytes of each tile's Golomb rows (tile_rows): sizes (T,)."""
+    nothing = np.empty(0, np.uint8)
+    for t in range(row_start.shape[0]):
+        sizes[t], _ = tile_rows(values, row_start[t], ktab, ratios, nothing, 0)
+
+
+@jit.export("void(int16[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1], "
+            "uint8[::1])")
+def write_rows(values, row_start, ktab, ratios, offsets, out):
+    """Each tile's Golomb rows (tile_rows) into out[offsets[t]:offsets[t + 1]]."""
+    for t in range(row_start.shape[0]):
+        tile_rows(values, row_start[t], ktab, ratios, out, offsets[t])
