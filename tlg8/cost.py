@@ -160,7 +160,8 @@ def lane_bits(values, row, entropy, orders=None, tables=None, start=None, end=No
         kc, ratios = _kernel_tables(tables)
         out = np.zeros((len(orders), lanes), np.int64)
         kernels.lane_bits(np.ascontiguousarray(values), np.ascontiguousarray(orders),
-                          kc[row], int(ratios[row, 0]), int(ratios[row, 1]), int(entropy),
+                          kc, int(row), int(ratios[row, 0]), int(ratios[row, 1]),
+                          int(entropy),
                           _NO_STATES if start is None else
                           np.ascontiguousarray(start, np.int64),
                           out, _NO_STATES if end is None else end)

@@ -89,23 +89,24 @@ def tdiv2(x):
 
 
 @jit.kernel
-def plain_bits(seq, start, length, kc, up, down, a):
-    """Plain estimator (§6.4) of seq[start:start + length] from state a:
-    (bits, state after)."""
+def plain_bits(seq, start, length, kc, row, up, down, a):
+    """Plain estimator (§6.4) of seq[start:start + length] with Golomb row `row` (of the
+    table kc) from state a: (bits, state after)."""
     bits = 0
     for j in range(start, start + length):
         v = seq[U(j)]
         m = (v << 1) ^ (v >> 63)                     # 2v, or -2v - 1 when v < 0
-        bits += RICE[U(kc[U(a)] | m)]
+        bits += RICE[U(kc[U(row), U(a)] | m)]
         rho = up if a < m else down
         a += ((16 * m - a) * rho + 8) >> 4
     return bits, a
 
 
 @jit.kernel
-def runlength_bits(seq, start, length, kc, up, down, a, scratch):
-    """Run-length estimator (§6.5) of seq[start:start + length] from state a, without
-    the first-value flag bit: (bits, state after). scratch: room for `length` values.
+def runlength_bits(seq, start, length, kc, row, up, down, a, scratch):
+    """Run-length estimator (§6.5) of seq[start:start + length] with Golomb row `row`
+    from state a, without the first-value flag bit: (bits, state after). scratch: room
+    for `length` values.
 
     The run codes do not depend on the state, so one pass charges them (each run as it
     grows, RUN_STEP) and gathers the non-zero values' magnitudes; the Golomb-Rice codes
@@ -124,7 +125,7 @@ def runlength_bits(seq, start, length, kc, up, down, a, scratch):
         count += live
     for j in range(count):
         m = scratch[U(j)]
-        bits += RICE[U(kc[U(a)] | m)]
+        bits += RICE[U(kc[U(row), U(a)] | m)]
         rho = up if a < m else down
         a += ((16 * m - a) * rho + 8) >> 4
     return bits, a
@@ -136,9 +137,9 @@ def runlength_bits(seq, start, length, kc, up, down, a, scratch):
 _LANE_GROUP = 32            # lanes copied out together: 32 int16 = one 64-byte line per row
 
 
-@jit.export("void(int16[:, ::1], intp[:, ::1], int16[::1], int64, int64, int64, "
+@jit.export("void(int16[:, ::1], intp[:, ::1], int16[:, ::1], int64, int64, int64, int64, "
             "int64[::1], int64[:, ::1], int64[::1])")
-def lane_bits(values, orders, kc, up, down, entropy, start, out, end):
+def lane_bits(values, orders, kc, row, up, down, entropy, start, out, end):
     """cost.lane_bits: out[o, lane] = bits of the sequence values[orders[o], lane] with
     estimator `entropy`, from state start[lane] (0 when start is empty); end[lane] (if
     not empty) gets the state after the last order's sequence.
@@ -163,9 +164,9 @@ def lane_bits(values, orders, kc, up, down, entropy, start, out, end):
                 for j in range(length):
                     seq[U(j)] = group[U(i), U(orders[U(o), U(j)])]
                 if entropy == 0:
-                    bits, a = plain_bits(seq, 0, length, kc, up, down, a0)
+                    bits, a = plain_bits(seq, 0, length, kc, row, up, down, a0)
                 else:
-                    bits, a = runlength_bits(seq, 0, length, kc, up, down, a0, scratch)
+                    bits, a = runlength_bits(seq, 0, length, kc, row, up, down, a0, scratch)
                     if length > 0:
                         bits += 1
                 out[o, lane] = bits
@@ -178,10 +179,10 @@ def lane_bits(values, orders, kc, up, down, entropy, start, out, end):
 
 
 @jit.kernel
-def coded_block(residuals, b, p, code, scan, ncomp, n, interleaved, out):
-    """The coded values of block b with predictor p and filter `code` in scan order
-    (cost spec §2-§5): pixel-interleaved, out[i * C + c], or component after component,
-    out[c * n + i]. residuals: block-major (N, 8, C, n) int16."""
+def coded_block(residuals, b, p, code, scans, reorder, ncomp, n, interleaved, out):
+    """The coded values of block b with predictor p and filter `code` in the order of
+    scans[reorder] (cost spec §2-§5): pixel-interleaved, out[i * C + c], or component
+    after component, out[c * n + i]. residuals: block-major (N, 8, C, n) int16."""
     perm = code >> 4
     alpha = _ALPHA[(code >> 2) & 3]
     beta = _BETA[code & 3]
@@ -191,7 +192,7 @@ def coded_block(residuals, b, p, code, scan, ncomp, n, interleaved, out):
     s2 = _PERMS[perm, 2]
     step, comp = (ncomp, 1) if interleaved else (1, n)
     for i in range(n):
-        pos = U(scan[U(i)])
+        pos = U(scans[U(reorder), U(i)])
         d0 = np.int64(residuals[U(b), U(p), U(s0), pos])
         d1 = np.int64(residuals[U(b), U(p), U(s1), pos])
         d2 = np.int64(residuals[U(b), U(p), U(s2), pos])
@@ -210,8 +211,8 @@ def best_of_estimators(seq, ncomp, n, interleaved, kc, ratios, scratch):
     (The run-length estimate is rarely better, but rarely by much either: on photos it is
     within 2 % of the plain one, so no bound lets it stop early.)"""
     if interleaved:
-        plain, _ = plain_bits(seq, 0, ncomp * n, kc[6], ratios[6, 0], ratios[6, 1], 0)
-        rl, _ = runlength_bits(seq, 0, ncomp * n, kc[7], ratios[7, 0], ratios[7, 1], 0,
+        plain, _ = plain_bits(seq, 0, ncomp * n, kc, 6, ratios[6, 0], ratios[6, 1], 0)
+        rl, _ = runlength_bits(seq, 0, ncomp * n, kc, 7, ratios[7, 0], ratios[7, 1], 0,
                                scratch)
         rl += 1
     else:
@@ -219,10 +220,10 @@ def best_of_estimators(seq, ncomp, n, interleaved, kc, ratios, scratch):
         rl = 0
         for c in range(ncomp):
             r = _PLAIN_ROWS[c]
-            bits, _ = plain_bits(seq, c * n, n, kc[r], ratios[r, 0], ratios[r, 1], 0)
+            bits, _ = plain_bits(seq, c * n, n, kc, r, ratios[r, 0], ratios[r, 1], 0)
             plain += bits
             r = _RUNLENGTH_ROWS[c]
-            bits, _ = runlength_bits(seq, c * n, n, kc[r], ratios[r, 0], ratios[r, 1], 0,
+            bits, _ = runlength_bits(seq, c * n, n, kc, r, ratios[r, 0], ratios[r, 1], 0,
                                      scratch)
             rl += bits + 1
     if rl < plain:
@@ -244,8 +245,8 @@ def configs_bits(residuals, configs, scans, kc, ratios, bits, entropy):
     for b in range(n_blocks):
         for k in range(n_per):
             interleaved = configs[b, k, 3] == 1
-            coded_block(residuals, b, configs[b, k, 0], configs[b, k, 1],
-                        scans[configs[b, k, 2]], ncomp, n, interleaved, seq)
+            coded_block(residuals, b, configs[b, k, 0], configs[b, k, 1], scans,
+                        configs[b, k, 2], ncomp, n, interleaved, seq)
             bits[b, k], entropy[b, k] = best_of_estimators(seq, ncomp, n, interleaved, kc,
                                                            ratios, scratch)
 
@@ -288,24 +289,25 @@ def predict(p, a, b, c, d):
 
 
 @jit.kernel
-def sum_abs(values, n):
-    """(sum of |v|, number of v != 0) of values[:n] (int32)."""
+def sum_abs(values, x, n):
+    """(sum of |v|, number of v != 0) of values[x, :n] (int32)."""
     total = I32(0)
     nonzero = I32(0)
     for i in range(n):
-        v = abs(values[U(i)])
+        v = abs(values[U(x), U(i)])
         total = I32(total + v)
         nonzero = I32(nonzero + I32(v != 0))
     return total, nonzero
 
 
 @jit.kernel
-def sum_abs_difference(x, y, n):
-    """(sum of |x - y|, number of x != y) over the first n values (int32)."""
+def sum_abs_difference(values, x, other, y, n):
+    """(sum of |v - w|, number of v != w) of v = values[x, :n], w = other[y, :n]
+    (int32)."""
     total = I32(0)
     nonzero = I32(0)
     for i in range(n):
-        v = abs(I32(x[U(i)] - y[U(i)]))
+        v = abs(I32(values[U(x), U(i)] - other[U(y), U(i)]))
         total = I32(total + v)
         nonzero = I32(nonzero + I32(v != 0))
     return total, nonzero
@@ -348,27 +350,29 @@ def block_stats(ws, residuals, sad, nonzero):
             # S(3).
             k = 0
             for x in range(3):
-                sad[b, p, k], nonzero[b, p, k] = sum_abs(r[x], n)
+                sad[b, p, k], nonzero[b, p, k] = sum_abs(r, x, n)
                 k += 1
             for x in range(3):
                 for y in range(x + 1, 3):
-                    sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r[x], r[y], n)
+                    sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r, x, r, y, n)
                     k += 1
             for x in range(3):
                 for y in range(3):
                     if x != y:
-                        sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r[x], half[y], n)
+                        sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r, x, half, y,
+                                                                            n)
                         k += 1
             for x in range(3):
                 for y in range(3):
                     if x != y:
-                        sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r[x], three[y], n)
+                        sad[b, p, k], nonzero[b, p, k] = sum_abs_difference(r, x, three, y,
+                                                                            n)
                         k += 1
             for z in range(3):
-                sad[b, p, k], nonzero[b, p, k] = sum_abs(avg[z], n)
+                sad[b, p, k], nonzero[b, p, k] = sum_abs(avg, z, n)
                 k += 1
             if ncomp == 4:
-                sad[b, p, k], nonzero[b, p, k] = sum_abs(r[3], n)
+                sad[b, p, k], nonzero[b, p, k] = sum_abs(r, 3, n)
 
 
 @jit.export("void(uint16[:, :, ::1], int64, int64[:, ::1], int64[:, ::1])")
@@ -409,85 +413,95 @@ def least_sad_pairs(sad, ncomp, pair_sequence, out):
 N_SCAN_SUMS = 32 + 3 * 4 + 2
 
 
-@jit.kernel
-def bit_length32(v):
-    """Binary digits of 0 <= v < 2^11 (features._BITLEN), without a loop."""
-    n = I32(0)
-    for j in range(11):
-        n = I32(n + I32(v >= (1 << j)))
-    return n
+BIT_LENGTH = np.array([int(v).bit_length() for v in range(1024)], np.int64)
 
 
-@jit.export("void(int16[:, :, :, ::1], int64[:, ::1], intp[:, ::1], int64, int64, "
-            "int32[:, :, ::1])")
-def scan_sums(residuals, pairs, scans, head, part, out):
+@jit.export("void(int16[:, :, :, ::1], int64[:, ::1], intp[:, ::1], intp[:, ::1], "
+            "intp[:, ::1], intp[:, ::1], intp[:, ::1], int64, int64, int32[:, :, ::1])")
+def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, head, part,
+              out):
     """The integer sums behind features.scan_features of the pairs pairs[b] (ids
     predictor * 96 + filter) of each block, out (N, P, N_SCAN_SUMS): per reorder r the
     sums of features._scan_chunk's four scan terms (bit-length variation along each
     component's scan; bit lengths of the first `head` positions; of the first `part` minus
     the last `part`; variation along the interleaved sequence), then per component the
     sum of |v|, of bit lengths and the count of v != 0, then the sums of |B_0 - B_1| and
-    |B_1 - B_2| over the positions. scans (8, n): the size's scan orders."""
+    |B_1 - B_2| over the positions. scans (8, n), steps, step_ids, undirected, pair_ids:
+    the size's features._scan_tables (the 8 scans share most of their steps, so each
+    step's terms are summed once)."""
     n_blocks, n_pairs = pairs.shape
     ncomp = residuals.shape[2]
     n = residuals.shape[3]
-    raster = np.arange(n)
+    raster = np.arange(n).reshape(1, n)
     coded = np.empty(4 * 64, np.int64)
-    bits = np.empty((4, 64), np.int32)
-    total = np.empty(64, np.int32)
+    # Bit lengths position-major, 4 slots per position (zeros past C): a step's terms over
+    # the components are then one short vector operation.
+    bits = np.zeros((64, 4), np.int32)
+    total = np.empty(64, np.int64)
+    step_term = np.empty(undirected.shape[0], np.int64)
+    cross_term = np.empty(steps.shape[0], np.int64)
     for b in range(n_blocks):
         for k in range(n_pairs):
             pair = pairs[U(b), U(k)]
-            coded_block(residuals, b, pair // 96, pair % 96, raster, ncomp, n, False, coded)
-            o = out[b, k]
-            o[:] = 0
+            coded_block(residuals, b, pair // 96, pair % 96, raster, 0, ncomp, n, False,
+                        coded)
+            for j in range(out.shape[2]):
+                out[U(b), U(k), U(j)] = 0
             for c in range(ncomp):
                 sad = 0
                 bitsum = 0
                 nonzero = 0
                 for i in range(n):
                     mag = abs(coded[U(c * n + i)])
-                    bl = bit_length32(mag)
-                    bits[U(c), U(i)] = bl
+                    bl = BIT_LENGTH[U(mag)]
+                    bits[U(i), U(c)] = bl
                     sad += mag
                     bitsum += bl
                     nonzero += mag != 0
-                o[32 + c] = sad
-                o[36 + c] = bitsum
-                o[40 + c] = nonzero
+                out[U(b), U(k), U(32 + c)] = sad
+                out[U(b), U(k), U(36 + c)] = bitsum
+                out[U(b), U(k), U(40 + c)] = nonzero
             within = 0
+            d01 = 0
+            d12 = 0
             for i in range(n):
-                t = 0
-                for c in range(ncomp):
-                    t += bits[U(c), U(i)]
-                    if c:
-                        within += abs(bits[U(c), U(i)] - bits[U(c - 1), U(i)])
-                total[U(i)] = t
-                if ncomp >= 3:
-                    o[44] += abs(bits[0, U(i)] - bits[1, U(i)])
-                    o[45] += abs(bits[1, U(i)] - bits[2, U(i)])
+                b0, b1, b2, b3 = bits[U(i), 0], bits[U(i), 1], bits[U(i), 2], bits[U(i), 3]
+                total[U(i)] = b0 + b1 + b2 + b3
+                d01 += abs(b1 - b0)
+                d12 += abs(b2 - b1)
+                within += abs(b3 - b2) if ncomp == 4 else 0
+            out[U(b), U(k), 44] = d01
+            out[U(b), U(k), 45] = d12
+            within += d01 + d12
+            for e in range(undirected.shape[0]):
+                u = U(undirected[U(e), 0])
+                v = U(undirected[U(e), 1])
+                step_term[U(e)] = (abs(I32(bits[v, 0] - bits[u, 0])) +
+                                   abs(I32(bits[v, 1] - bits[u, 1])) +
+                                   abs(I32(bits[v, 2] - bits[u, 2])) +
+                                   abs(I32(bits[v, 3] - bits[u, 3])))
+            last = ncomp - 1
+            for e in range(steps.shape[0]):
+                cross_term[U(e)] = abs(bits[U(steps[U(e), 0]), U(last)] -
+                                       bits[U(steps[U(e), 1]), 0])
             for r in range(8):
-                scan = scans[r]
                 variation = 0
                 cross = 0
-                for i in range(1, n):
-                    u = U(scan[U(i - 1)])
-                    v = U(scan[U(i)])
-                    for c in range(ncomp):
-                        variation += abs(bits[U(c), v] - bits[U(c), u])
-                    cross += abs(bits[U(ncomp - 1), u] - bits[0, v])
+                for i in range(n - 1):
+                    variation += step_term[U(pair_ids[U(r), U(i)])]
+                    cross += cross_term[U(step_ids[U(r), U(i)])]
                 first = 0
                 for i in range(head):
-                    first += total[U(scan[U(i)])]
+                    first += total[U(scans[U(r), U(i)])]
                 early = 0
                 late = 0
                 for i in range(part):
-                    early += total[U(scan[U(i)])]
-                    late += total[U(scan[U(n - part + i)])]
-                o[4 * r] = variation
-                o[4 * r + 1] = first
-                o[4 * r + 2] = early - late
-                o[4 * r + 3] = within + cross
+                    early += total[U(scans[U(r), U(i)])]
+                    late += total[U(scans[U(r), U(n - part + i)])]
+                out[U(b), U(k), U(4 * r)] = variation
+                out[U(b), U(k), U(4 * r + 1)] = first
+                out[U(b), U(k), U(4 * r + 2)] = early - late
+                out[U(b), U(k), U(4 * r + 3)] = within + cross
 
 
 # ---------------------------------------------------------------------------------------
@@ -509,20 +523,21 @@ def block_workspace(samples, ox, oy, tw, th, bx, by, w, h, ws):
 
 
 @jit.kernel
-def block_residuals(ws, p, w, h, ncomp, out):
-    """Residuals of predictor p (cost spec §2) of a workspace: out (C, n) raster order."""
+def block_residuals(ws, p, w, h, ncomp, res):
+    """Residuals of predictor p (cost spec §2) of a workspace: res[p] (C, n) raster
+    order."""
     for c in range(ncomp):
         for y in range(h):
             for x in range(w):
-                out[U(c), U(y * w + x)] = ws[U(c), U(y + 1), U(x + 1)] - predict(
+                res[U(p), U(c), U(y * w + x)] = ws[U(c), U(y + 1), U(x + 1)] - predict(
                     p, ws[U(c), U(y + 1), U(x)], ws[U(c), U(y), U(x + 1)],
                     ws[U(c), U(y), U(x)], ws[U(c), U(y), U(x + 2)])
 
 
 @jit.kernel
-def row_layout(res, code, scan, ncomp, n, interleaved, out):
-    """A block's coded values as its Golomb rows take them (file spec §5.4), from its
-    predictor residuals res (C, n): interleaved, the pixel-interleaved sequence; else
+def row_layout(res, p, code, scans, reorder, ncomp, n, interleaved, out):
+    """A block's coded values as its Golomb rows take them (file spec §5.4), from the
+    residuals res[p] (C, n) of its predictor, read in the order scans[reorder]: interleaved, the pixel-interleaved sequence; else
     component after component, component 3 (C = 4) right after component 0 — it shares
     component 0's row. Returns the length of the first row's part: C * n or n (or 2n)."""
     perm = code >> 4
@@ -533,10 +548,10 @@ def row_layout(res, code, scan, ncomp, n, interleaved, out):
     s1 = _PERMS[perm, 1]
     s2 = _PERMS[perm, 2]
     for i in range(n):
-        pos = U(scan[U(i)])
-        d0 = res[U(s0), pos]
-        d1 = res[U(s1), pos]
-        d2 = res[U(s2), pos]
+        pos = U(scans[U(reorder), U(i)])
+        d0 = res[U(p), U(s0), pos]
+        d1 = res[U(p), U(s1), pos]
+        d2 = res[U(p), U(s2), pos]
         v1 = d1 - tdiv2(alpha * d0)
         v2 = d2 - tdiv2(beta * d0 + gamma * d1)
         if interleaved:
@@ -544,10 +559,10 @@ def row_layout(res, code, scan, ncomp, n, interleaved, out):
             out[U(i * ncomp + 1)] = v1
             out[U(i * ncomp + 2)] = v2
             if ncomp == 4:
-                out[U(i * ncomp + 3)] = res[3, pos]
+                out[U(i * ncomp + 3)] = res[U(p), 3, pos]
         elif ncomp == 4:
             out[U(i)] = d0
-            out[U(n + i)] = res[3, pos]
+            out[U(n + i)] = res[U(p), 3, pos]
             out[U(2 * n + i)] = v1
             out[U(3 * n + i)] = v2
         else:
@@ -581,12 +596,12 @@ def file_row_bits(seq, start, length, entropy, kc, up, down, states, block, row,
     values leave into exits[:, block, row] when exits is not empty."""
     a = states[0, block, row]
     if entropy == 0:
-        bits, a = plain_bits(seq, start, length, kc, up, down, a)
+        bits, a = plain_bits(seq, start, length, kc, row, up, down, a)
         if exits.shape[1]:
             exits[0, block, row] = a
             exits[3, block, row] = 1
         return bits
-    bits, a = runlength_bits(seq, start, length, kc, up, down, a, scratch)
+    bits, a = runlength_bits(seq, start, length, kc, row, up, down, a, scratch)
     started = states[3, block, row]
     bits += 1 - started                  # the first-value flag once per row
     live = seq[U(start)] != 0
@@ -647,13 +662,13 @@ def file_golomb_bits(samples, grid, candidates, valid, states, kc, ratios, bits,
             p, f, r, inter, e = candidates[b, k, 0], candidates[b, k, 1], \
                 candidates[b, k, 2], candidates[b, k, 3], candidates[b, k, 4]
             if not have[p]:
-                block_residuals(ws, p, w, h, ncomp, res[p])
+                block_residuals(ws, p, w, h, ncomp, res)
                 have[p] = 1
-            first = row_layout(res[p], f, scans[r], ncomp, n, inter == 1, seq)
+            first = row_layout(res, p, f, scans, r, ncomp, n, inter == 1, seq)
             out = exits if k == 0 and exits.shape[1] else no_exits
             if inter:
                 row = 6 + e
-                total = file_row_bits(seq, 0, first, e, kc[row], ratios[row, 0],
+                total = file_row_bits(seq, 0, first, e, kc, ratios[row, 0],
                                       ratios[row, 1], states, b, row, scratch, out)
             else:
                 total = 0
@@ -661,7 +676,7 @@ def file_golomb_bits(samples, grid, candidates, valid, states, kc, ratios, bits,
                 for c in range(3):
                     length = first if c == 0 else n
                     row = (_RUNLENGTH_ROWS if e else _PLAIN_ROWS)[c]
-                    total += file_row_bits(seq, at, length, e, kc[row], ratios[row, 0],
+                    total += file_row_bits(seq, at, length, e, kc, ratios[row, 0],
                                            ratios[row, 1], states, b, row, scratch, out)
                     at += length
             bits[b, k] = total
@@ -749,7 +764,7 @@ def file_rows(samples, tiles, tile_first, choices, values, row_start):
     choices[tile_first[t]:tile_first[t + 1]] (rows p, f, r, i, e), in block index order."""
     ncomp = samples.shape[2]
     ws = np.empty((4, 9, 10), np.int64)
-    res = np.empty((4, 64), np.int64)
+    res = np.empty((8, 4, 64), np.int64)
     seq = np.empty(4 * 64, np.int64)
     lengths = np.empty(3, np.int64)
     counts = np.zeros(8, np.int64)
@@ -779,9 +794,10 @@ def file_rows(samples, tiles, tile_first, choices, values, row_start):
                 h = min(8, th - by)
                 n = w * h
                 block_workspace(samples, ox, oy, tw, th, ox + bx, oy + by, w, h, ws)
-                block_residuals(ws, choices[b, 0], w, h, ncomp, res)
-                scan = REORDER[choices[b, 2]] if w == 8 and h == 8 else RASTER
-                row_layout(res, choices[b, 1], scan, ncomp, n, choices[b, 3] == 1, seq)
+                p = choices[b, 0]
+                block_residuals(ws, p, w, h, ncomp, res)
+                row_layout(res, p, choices[b, 1], REORDER if w == 8 and h == 8 else RASTER,
+                           choices[b, 2], ncomp, n, choices[b, 3] == 1, seq)
                 rows = block_rows(choices[b, 4], choices[b, 3] == 1, ncomp, n, lengths)
                 at = 0
                 for j in range(3):
@@ -793,7 +809,7 @@ def file_rows(samples, tiles, tile_first, choices, values, row_start):
                 b += 1
 
 
-RASTER = np.arange(64, dtype=np.int64)
+RASTER = np.tile(np.arange(64, dtype=np.int64), (8, 1))    # edge blocks: every "reorder"
 
 
 @jit.kernel

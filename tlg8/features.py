@@ -365,12 +365,13 @@ def pair_scan_features(residuals, pairs, w, h):
         return scan_features(coded_pairs(residuals, pairs), w, h)
     from . import encode_kernels as kernels
     n = w * h
-    scans = _scan_tables(w, h)[4]
+    steps, step_ids, undirected, pair_ids, scans = (np.ascontiguousarray(t, np.intp)
+                                                    for t in _scan_tables(w, h))
     head, part = min(2, n), min(8, n)
     sums = np.empty(pairs.shape + (kernels.N_SCAN_SUMS,), np.int32)
     kernels.scan_sums(np.ascontiguousarray(residuals, np.int16),
-                      np.ascontiguousarray(pairs, np.int64), scans.astype(np.intp),
-                      head, part, sums)
+                      np.ascontiguousarray(pairs, np.int64), scans, steps, step_ids,
+                      undirected, pair_ids, head, part, sums)
     out = np.zeros(pairs.shape + (N_SCAN_FEATURES,), np.float32)
     norm = np.float32(1 / (ncomp * max(n - 1, 1)))
     per_scan = sums[..., :32].reshape(pairs.shape + (stages.N_REORDERS, 4))
