@@ -17,11 +17,10 @@ Searches (`choose_blocks`):
 * exhaustive - every configuration, the true minimum of the bit estimate.
 """
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import Tlg8Error, filecost, search as block_search, trials
+from . import Tlg8Error, filecost, trials
 from .fileio import atomic_write
 from .image import TILE_H, block_grid
 from .selector import default_model
@@ -91,6 +90,7 @@ def choose_blocks(samples, search="model", model=None, max_trials=None, progress
     if jobs <= 1:
         return _choose(samples, model, plan, progress)
     height = samples.shape[0]
+    from concurrent.futures import ProcessPoolExecutor
     rows = max(TILE_H, -(-height // (4 * jobs)) // TILE_H * TILE_H)
     bands = [(y, min(height, y + rows)) for y in range(0, height, rows)]
     results = []
@@ -108,6 +108,7 @@ def choose_blocks(samples, search="model", model=None, max_trials=None, progress
 def _choose(samples, model, plan, progress=None):
     search, max_trials, file_pass = plan
     if search != "model":
+        from . import search as block_search
         _, best, _ = block_search.search_image(samples, search, progress=progress)
         return best[:, :5], best[:, 5], None
     sel = model.choose_image(samples, max_trials, progress=progress,

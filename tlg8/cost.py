@@ -47,11 +47,13 @@ def make_tables(golomb_table=stages.DEFAULT_GOLOMB_TABLE):
     k_by_a = np.zeros((8, A_SIZE), np.int32)
     inside = idx < stages.K_INDEX_LIMIT
     k_by_a[:, inside] = k_by_idx[:, idx[inside]] << M_BITS
-    cost = np.zeros(9 << M_BITS, np.int32)
-    for k in range(9):
-        for m in range(SKIP_M):
-            cost[(k << M_BITS) | m] = golomb_cost(m, k)
-    return k_by_idx, ratios, k_by_a, cost
+    # golomb_cost(m, k) for every m < SKIP_M (SKIP_M itself costs 0), as whole arrays
+    m = np.arange(1 << M_BITS)
+    q = m[None] >> np.arange(9)[:, None]
+    escape = stages.ESCAPE_Q + 2 * np.frexp(np.maximum(m - (stages.ESCAPE_Q - 1), 1))[1] - 1
+    cost = np.where(q >= stages.ESCAPE_Q, escape, q + 1 + np.arange(9)[:, None])
+    cost[:, SKIP_M:] = 0
+    return k_by_idx, ratios, k_by_a, cost.astype(np.int32).reshape(-1)
 
 
 K_BY_IDX, RATIOS, K_BY_A, COST = make_tables()

@@ -314,7 +314,8 @@ def block_batches(grid, chunk=None):
     a size when None); sizes in a fixed order. What every batched stage iterates over:
     block_workspaces and the batched cost model take blocks of one size."""
     sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes).tolist():
+    # (bincount rather than np.unique, whose first call imports numpy.ma)
+    for size in np.flatnonzero(np.bincount(sizes)).tolist():
         index = np.flatnonzero(sizes == size)
         step = chunk or len(index)
         for lo in range(0, len(index), step):
