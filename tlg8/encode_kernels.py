@@ -289,6 +289,33 @@ def predict(p, a, b, c, d):
 
 
 @jit.kernel
+def predict_plane(p, own, a, b, c, d, comp, n, out):
+    """out[comp, :n] = residuals of predictor p (cost spec §2) from the flat planes of
+    the block (own) and its neighbours; one loop per predictor."""
+    k = U(comp)
+    if p == 0:
+        for i in range(n):
+            j = U(i)
+            x, y, z = a[k, j], b[k, j], c[k, j]
+            mx = max(x, y)
+            mn = min(x, y)
+            out[k, j] = I32(own[k, j] - (mn if z > mx else (mx if z < mn else I32(x + y - z))))
+    elif p == 1:
+        for i in range(n):
+            out[k, U(i)] = I32(own[k, U(i)] - I32((a[k, U(i)] + c[k, U(i)] + 1) >> 1))
+    elif p == 2:
+        for i in range(n):
+            out[k, U(i)] = I32(own[k, U(i)] - I32((b[k, U(i)] + c[k, U(i)] + 1) >> 1))
+    elif p == 3:
+        for i in range(n):
+            out[k, U(i)] = I32(own[k, U(i)] - I32((b[k, U(i)] + d[k, U(i)] + 1) >> 1))
+    else:
+        src = a if p == 4 else (b if p == 5 else (c if p == 6 else d))
+        for i in range(n):
+            out[k, U(i)] = I32(own[k, U(i)] - src[k, U(i)])
+
+
+@jit.kernel
 def sum_abs(values, x, n):
     """(sum of |v|, number of v != 0) of values[x, :n] (int32)."""
     total = I32(0)
@@ -324,28 +351,42 @@ def block_stats(ws, residuals, sad, nonzero):
     h = hp - 1
     w = wp - 2
     n = h * w
+    # The block and its neighbours a (left), b (up), c (up-left), d (up-right) as flat
+    # (C, n) planes, so that each predictor is one plain loop the compiler vectorises.
+    own = np.empty((4, 64), np.int32)
+    na = np.empty((4, 64), np.int32)
+    nb = np.empty((4, 64), np.int32)
+    nc = np.empty((4, 64), np.int32)
+    nd = np.empty((4, 64), np.int32)
     r = np.empty((4, 64), np.int32)
     half = np.empty((3, 64), np.int32)         # tdiv2(r_y)
     three = np.empty((3, 64), np.int32)        # tdiv2(3 r_y)
     avg = np.empty((3, 64), np.int32)          # r_z - tdiv2(r_x + r_y)
     for b in range(n_blocks):
+        for c in range(ncomp):
+            for y in range(h):
+                for x in range(w):
+                    i = U(y * w + x)
+                    own[U(c), i] = ws[U(b), U(c), U(y + 1), U(x + 1)]
+                    na[U(c), i] = ws[U(b), U(c), U(y + 1), U(x)]
+                    nb[U(c), i] = ws[U(b), U(c), U(y), U(x + 1)]
+                    nc[U(c), i] = ws[U(b), U(c), U(y), U(x)]
+                    nd[U(c), i] = ws[U(b), U(c), U(y), U(x + 2)]
         for p in range(8):
             for c in range(ncomp):
-                for y in range(h):
-                    for x in range(w):
-                        e = ws[U(b), U(c), U(y + 1), U(x + 1)] - predict(
-                            p, ws[U(b), U(c), U(y + 1), U(x)], ws[U(b), U(c), U(y), U(x + 1)],
-                            ws[U(b), U(c), U(y), U(x)], ws[U(b), U(c), U(y), U(x + 2)])
-                        r[U(c), U(y * w + x)] = e
-                        residuals[U(b), U(p), U(c), U(y * w + x)] = e
+                predict_plane(p, own, na, nb, nc, nd, c, n, r)
+                for i in range(n):
+                    residuals[U(b), U(p), U(c), U(i)] = r[U(c), U(i)]
             for z in range(3):
                 x0 = 1 if z == 0 else 0
                 x1 = 1 if z == 2 else 2
                 for i in range(n):
-                    half[U(z), U(i)] = tdiv2_32(r[U(z), U(i)])
-                    three[U(z), U(i)] = tdiv2_32(I32(3 * r[U(z), U(i)]))
-                    avg[U(z), U(i)] = I32(r[U(z), U(i)] - tdiv2_32(I32(r[U(x0), U(i)] +
-                                                                      r[U(x1), U(i)])))
+                    v = r[U(z), U(i)]
+                    half[U(z), U(i)] = I32((v - (v >> 31)) >> 1)
+                    t = I32(3 * v)
+                    three[U(z), U(i)] = I32((t - (t >> 31)) >> 1)
+                    t = I32(r[U(x0), U(i)] + r[U(x1), U(i)])
+                    avg[U(z), U(i)] = I32(v - I32((t - (t >> 31)) >> 1))
             # The order of features.SEQUENCES: S(x), D(x < y), H(x != y), T(x != y), A(z),
             # S(3).
             k = 0
@@ -383,28 +424,61 @@ def least_sad_pairs(sad, ncomp, pair_sequence, out):
     features.PAIR_SEQUENCE (96, 4)."""
     n_blocks = sad.shape[0]
     k = out.shape[1]
-    keys = np.empty(k, np.int64)
+    heap = np.empty(k, np.int64)              # a max-heap of the k least keys so far
+    first = np.empty(4, np.int64)
+    second = np.empty(4, np.int64)
     for b in range(n_blocks):
         count = 0
-        for pair in range(8 * 96):
-            p = pair // 96
-            f = pair - p * 96
-            proxy = 0
-            for c in range(ncomp):
-                proxy += sad[U(b), U(p), U(pair_sequence[U(f), U(c)])]
-            key = proxy * 1024 + pair          # unique per block: a total order
-            if count == k and key >= keys[U(k - 1)]:
-                continue
-            # Insert into the sorted keys (the last one falls off when full).
-            j = count if count < k else k - 1
-            while j > 0 and keys[U(j - 1)] > key:
-                keys[U(j)] = keys[U(j - 1)]
+        for p in range(8):
+            for perm in range(6):
+                # Filter 16 perm + 4 primary + secondary: component 0 depends on perm only,
+                # 1 on (perm, primary), 2 on (perm, secondary): 16 sums of 1 + 4 + 4 values.
+                code = 16 * perm
+                base = sad[U(b), U(p), U(pair_sequence[U(code), 0])]
+                if ncomp == 4:
+                    base += sad[U(b), U(p), U(pair_sequence[U(code), 3])]
+                low1 = low2 = 1 << 30
+                for j in range(4):
+                    first[U(j)] = sad[U(b), U(p), U(pair_sequence[U(code + 4 * j), 1])]
+                    second[U(j)] = sad[U(b), U(p), U(pair_sequence[U(code + j), 2])]
+                    low1 = min(low1, first[U(j)])
+                    low2 = min(low2, second[U(j)])
+                ids = p * 96 + code
+                if count == k and (base + low1 + low2) * 1024 + ids >= heap[0]:
+                    continue                          # none of the 16 gets in
+                for j1 in range(4):
+                    for j2 in range(4):
+                        key = (base + first[U(j1)] + second[U(j2)]) * 1024 + ids + 4 * j1 + j2
+                        if count < k:
+                            j = count                 # sift up
+                            while j > 0 and heap[U((j - 1) >> 1)] < key:
+                                heap[U(j)] = heap[U((j - 1) >> 1)]
+                                j = (j - 1) >> 1
+                            heap[U(j)] = key
+                            count += 1
+                        elif key < heap[0]:
+                            j = 0                     # replace the root, sift down
+                            while True:
+                                child = 2 * j + 1
+                                if child >= k:
+                                    break
+                                if child + 1 < k and heap[U(child + 1)] > heap[U(child)]:
+                                    child += 1
+                                if heap[U(child)] <= key:
+                                    break
+                                heap[U(j)] = heap[U(child)]
+                                j = child
+                            heap[U(j)] = key
+        # ascending: insertion sort of the k keys
+        for i in range(1, count):
+            key = heap[U(i)]
+            j = i
+            while j > 0 and heap[U(j - 1)] > key:
+                heap[U(j)] = heap[U(j - 1)]
                 j -= 1
-            keys[U(j)] = key
-            if count < k:
-                count += 1
+            heap[U(j)] = key
         for j in range(k):
-            out[U(b), U(j)] = keys[U(j)] & 1023
+            out[U(b), U(j)] = heap[U(j)] & 1023
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,9 +511,8 @@ def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, he
     # Bit lengths position-major, 4 slots per position (zeros past C): a step's terms over
     # the components are then one short vector operation.
     bits = np.zeros((64, 4), np.int32)
+    ordered = np.zeros((64, 4), np.int32)
     total = np.empty(64, np.int64)
-    step_term = np.empty(undirected.shape[0], np.int64)
-    cross_term = np.empty(steps.shape[0], np.int64)
     for b in range(n_blocks):
         for k in range(n_pairs):
             pair = pairs[U(b), U(k)]
@@ -473,23 +546,26 @@ def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, he
             out[U(b), U(k), 44] = d01
             out[U(b), U(k), 45] = d12
             within += d01 + d12
-            for e in range(undirected.shape[0]):
-                u = U(undirected[U(e), 0])
-                v = U(undirected[U(e), 1])
-                step_term[U(e)] = (abs(I32(bits[v, 0] - bits[u, 0])) +
-                                   abs(I32(bits[v, 1] - bits[u, 1])) +
-                                   abs(I32(bits[v, 2] - bits[u, 2])) +
-                                   abs(I32(bits[v, 3] - bits[u, 3])))
             last = ncomp - 1
-            for e in range(steps.shape[0]):
-                cross_term[U(e)] = abs(bits[U(steps[U(e), 0]), U(last)] -
-                                       bits[U(steps[U(e), 1]), 0])
             for r in range(8):
+                # The scan's bit lengths in its order: its terms are then differences of
+                # neighbouring rows.
+                for i in range(n):
+                    q = U(scans[U(r), U(i)])
+                    ordered[U(i), 0] = bits[q, 0]
+                    ordered[U(i), 1] = bits[q, 1]
+                    ordered[U(i), 2] = bits[q, 2]
+                    ordered[U(i), 3] = bits[q, 3]
                 variation = 0
                 cross = 0
-                for i in range(n - 1):
-                    variation += step_term[U(pair_ids[U(r), U(i)])]
-                    cross += cross_term[U(step_ids[U(r), U(i)])]
+                for i in range(1, n):
+                    j = U(i)
+                    g = U(i - 1)
+                    variation += (abs(I32(ordered[j, 0] - ordered[g, 0])) +
+                                  abs(I32(ordered[j, 1] - ordered[g, 1])) +
+                                  abs(I32(ordered[j, 2] - ordered[g, 2])) +
+                                  abs(I32(ordered[j, 3] - ordered[g, 3])))
+                    cross += abs(I32(ordered[j, 0] - ordered[g, U(last)]))
                 first = 0
                 for i in range(head):
                     first += total[U(scans[U(r), U(i)])]
