@@ -62,6 +62,8 @@ def _run_steps():
 
 RICE = _rice_table()
 RUN_STEP = _run_steps()
+# The least any k makes a code of m cost: a lower bound of a code before its k is known.
+MIN_RICE = RICE.reshape(9, -1).min(axis=0)
 
 
 def k_tables(golomb_table=stages.DEFAULT_GOLOMB_TABLE):
@@ -1070,3 +1072,340 @@ def write_rows(values, row_start, ktab, ratios, offsets, out):
     """Each tile's Golomb rows (tile_rows) into out[offsets[t]:offsets[t + 1]]."""
     for t in range(row_start.shape[0]):
         tile_rows(values, row_start[t], ktab, ratios, out, offsets[t])
+
+
+# ---------------------------------------------------------------------------------------
+# The reference search (search.search_blocks; cost spec §7)
+
+PREDICTOR_POSITION = np.argsort(np.array(stages.PREDICTOR_ORDER)).astype(np.int64)
+FILTER_POSITION = np.argsort(np.array(stages.FILTER_ORDER)).astype(np.int64)
+PREDICTOR_ORDER = np.array(stages.PREDICTOR_ORDER, np.int64)
+FILTER_ORDER = np.array(stages.FILTER_ORDER, np.int64)
+N_CANDIDATES = 52
+# Candidate (deduplicated filter output) of component c of each filter code, as
+# search.CANDIDATE_INDEX: [0, 3) component 0 by source, [3, 27) component 1 by (perm,
+# primary), [27, 51) component 2 by (perm, secondary), 51 component 3.
+_codes = np.arange(96)
+CANDIDATE_INDEX = np.stack([_PERMS[_codes >> 4, 0], 3 + (_codes >> 4) * 4 + ((_codes >> 2) & 3),
+                            27 + (_codes >> 4) * 4 + (_codes & 3),
+                            np.full(96, 51)], axis=1).astype(np.int64)
+NO_KEY = np.int64(1) << 62
+RANK_BITS = 15
+
+
+@jit.kernel
+def plain_bits_limited(seq, length, kc, row, up, down, limit, scratch):
+    """plain_bits of seq[:length] from state 0, or some number > limit once the bits
+    exceed it (the caller then only needs to know that it lost). Each code costs at least
+    MIN_RICE[m], so the sum of those bounds the bits from the start, and each code adds
+    its excess over it: a loser is mostly known before any state is followed."""
+    bound = 0
+    for j in range(length):
+        v = seq[U(j)]
+        m = (v << 1) ^ (v >> 63)
+        scratch[U(j)] = m
+        bound += MIN_RICE[U(m)]
+        if bound > limit:
+            return bound
+    bits = bound
+    a = 0
+    for j in range(length):
+        if bits > limit:
+            break
+        m = scratch[U(j)]
+        bits += RICE[U(kc[U(row), U(a)] | m)] - MIN_RICE[U(m)]
+        rho = up if a < m else down
+        a += ((16 * m - a) * rho + 8) >> 4
+    return bits
+
+
+@jit.kernel
+def runlength_bits_limited(seq, length, kc, row, up, down, limit, scratch):
+    """The run-length estimate (with its flag bit) of seq[:length] from state 0, or some
+    number > limit once it exceeds it; as plain_bits_limited, with the run codes (which
+    do not depend on the state) and the codes' least costs summed first."""
+    bits = 1
+    run = 0
+    previous = -1
+    count = 0
+    for j in range(length):
+        v = seq[U(j)]
+        live = np.int64(v != 0)
+        run = (run & -np.int64(live == previous)) + 1
+        previous = live
+        m = ((v << 1) ^ (v >> 63)) - 1
+        bits += RUN_STEP[U(run)] + (MIN_RICE[U(m & 2047)] & -live)
+        if bits > limit:
+            return bits
+        scratch[U(count)] = m
+        count += live
+    a = 0
+    for j in range(count):
+        if bits > limit:
+            break
+        m = scratch[U(j)]
+        bits += RICE[U(kc[U(row), U(a)] | m)] - MIN_RICE[U(m)]
+        rho = up if a < m else down
+        a += ((16 * m - a) * rho + 8) >> 4
+    return bits
+
+
+@jit.kernel
+def least_bits(cand, p, q, n, entropy):
+    """A lower bound of the estimate of candidate sequence cand[p, q, :n] in any order:
+    each value's least code (MIN_RICE), and for the run-length estimate its flag and at
+    least one run code."""
+    bits = 0
+    for i in range(n):
+        v = cand[U(p), U(q), U(i)]
+        m = (v << 1) ^ (v >> 63)
+        if entropy:
+            if v != 0:
+                bits += MIN_RICE[U(m - 1)]
+        else:
+            bits += MIN_RICE[U(m)]
+    return bits + 2 * entropy
+
+
+@jit.kernel
+def keep_two(top, key):
+    """The two least keys so far (top (2,)), ascending: the reference's best and second
+    under its strict "<" bookkeeping (cost spec §7.3), keys being (bits << 15) + trial
+    rank."""
+    if key < top[0]:
+        top[1] = top[0]
+        top[0] = key
+    elif key < top[1]:
+        top[1] = key
+
+
+@jit.kernel
+def trial_rank(p, f, r, i, e):
+    """Position of configuration (p, f, r, i, e) in the reference's trial order."""
+    return (((PREDICTOR_POSITION[U(p)] * 96 + FILTER_POSITION[U(f)]) * 8 + r) * 4 + i * 2 + e)
+
+
+@jit.kernel
+def decode_key(key, out):
+    """out (6,) = predictor, filter, reorder, interleave, entropy, bits of a key."""
+    rank = key & ((1 << RANK_BITS) - 1)
+    e = rank & 1
+    i = (rank >> 1) & 1
+    r = (rank >> 2) & 7
+    pf = rank >> 5
+    out[0] = PREDICTOR_ORDER[U(pf // 96)]
+    out[1] = FILTER_ORDER[U(pf % 96)]
+    out[2] = r
+    out[3] = i
+    out[4] = e
+    out[5] = key >> RANK_BITS
+
+
+@jit.export("void(int32[:, :, :, ::1], int64, int16[:, ::1], int64[:, ::1], "
+            "int64[:, ::1], int64[:, ::1])")
+def search_blocks(ws, exhaustive, kc, ratios, best, second):
+    """search.search_blocks: the best and second configuration (rows predictor, filter,
+    reorder, interleave, entropy, bits) of blocks of one size (ws (N, C, h+1, w+2)): the
+    reference's 1.3 energy exit in its trial order, unless `exhaustive`, then every
+    remaining configuration, ranked by (bits, trial order).
+
+    Exact, and faster than estimating everything: a configuration's estimate stops as
+    soon as it exceeds the second best found so far (it can then be neither), pairs are
+    tried from the lowest energy up (good ones first make that bound tight early), and
+    the interleave-0 component sequences, shared by many filters, are estimated once."""
+    n_blocks, ncomp, hp, wp = ws.shape
+    h = hp - 1
+    w = wp - 2
+    n = h * w
+    full = w == 8 and h == 8
+    n_orders = 8 if full else 1
+    own = np.empty((4, 64), np.int32)
+    na = np.empty((4, 64), np.int32)
+    nb = np.empty((4, 64), np.int32)
+    nc = np.empty((4, 64), np.int32)
+    nd = np.empty((4, 64), np.int32)
+    res = np.empty((8, 4, 64), np.int32)
+    plane = np.empty((4, 64), np.int32)
+    cand = np.empty((8, N_CANDIDATES, 64), np.int64)
+    e_pred = np.empty(8, np.int64)
+    e_cand = np.empty((8, N_CANDIDATES), np.int64)
+    e_pair = np.empty((8, 96), np.int64)
+    pair_order = np.empty(8 * 96, np.int64)
+    pair_energy = np.empty(8 * 96, np.int64)
+    memo = np.empty((8, N_CANDIDATES, 8, 2), np.int64)
+    bound = np.empty((8, N_CANDIDATES, 2), np.int64)
+    seq = np.empty(4 * 64, np.int64)
+    scratch = np.empty(4 * 64, np.int64)
+    top = np.empty(2, np.int64)
+    scans = REORDER if full else RASTER
+    for b in range(n_blocks):
+        # residuals, candidates, energies (§2, §3, §7.2)
+        for c in range(ncomp):
+            for y in range(h):
+                for x in range(w):
+                    i = U(y * w + x)
+                    own[U(c), i] = ws[U(b), U(c), U(y + 1), U(x + 1)]
+                    na[U(c), i] = ws[U(b), U(c), U(y + 1), U(x)]
+                    nb[U(c), i] = ws[U(b), U(c), U(y), U(x + 1)]
+                    nc[U(c), i] = ws[U(b), U(c), U(y), U(x)]
+                    nd[U(c), i] = ws[U(b), U(c), U(y), U(x + 2)]
+        for p in range(8):
+            e = 0
+            for c in range(ncomp):
+                predict_plane(p, own, na, nb, nc, nd, c, n, plane)
+                for i in range(n):
+                    v = plane[U(c), U(i)]
+                    res[U(p), U(c), U(i)] = v
+                    e += v * v
+            e_pred[p] = e
+            # the 52 distinct filter outputs (search.filter_candidates), one plain loop each
+            for k in range(3):
+                for i in range(n):
+                    cand[U(p), U(k), U(i)] = res[U(p), U(k), U(i)]
+            for perm in range(6):
+                s0 = U(_PERMS[U(perm), 0])
+                s1 = U(_PERMS[U(perm), 1])
+                s2 = U(_PERMS[U(perm), 2])
+                for mode in range(4):
+                    k1 = U(3 + perm * 4 + mode)
+                    k2 = U(27 + perm * 4 + mode)
+                    alpha = _ALPHA[U(mode)]
+                    beta = _BETA[U(mode)]
+                    gamma = _GAMMA[U(mode)]
+                    for i in range(n):
+                        d0 = np.int64(res[U(p), s0, U(i)])
+                        d1 = np.int64(res[U(p), s1, U(i)])
+                        cand[U(p), k1, U(i)] = d1 - tdiv2(alpha * d0)
+                        cand[U(p), k2, U(i)] = res[U(p), s2, U(i)] - tdiv2(beta * d0 + gamma * d1)
+            for i in range(n):
+                cand[U(p), 51, U(i)] = res[U(p), 3, U(i)] if ncomp == 4 else 0
+            for k in range(N_CANDIDATES):
+                e = 0
+                for i in range(n):
+                    v = cand[U(p), U(k), U(i)]
+                    e += v * v
+                e_cand[U(p), U(k)] = e
+            for f in range(96):
+                e = 0
+                for c in range(ncomp):
+                    e += e_cand[U(p), U(CANDIDATE_INDEX[U(f), U(c)])]
+                e_pair[U(p), U(f)] = e
+        # the pairs the reference evaluates (§7.2), from the lowest energy up
+        count = 0
+        best_res = np.inf
+        best_filt = np.inf
+        for pi in range(8):
+            p = PREDICTOR_ORDER[U(pi)]
+            ep = np.float64(e_pred[U(p)])
+            live = exhaustive != 0 or not ep > best_res * 1.3
+            if live:
+                best_res = min(best_res, ep)
+            for fi in range(96):
+                f = FILTER_ORDER[U(fi)]
+                ef = np.float64(e_pair[U(p), U(f)])
+                if exhaustive != 0 or (live and not ef > best_filt * 1.3):
+                    best_filt = min(best_filt, ef)
+                    # insertion by energy, ties by trial order: any order gives the same
+                    # result, this one tightens the bound soonest
+                    j = count
+                    while j > 0 and pair_energy[U(j - 1)] > e_pair[U(p), U(f)]:
+                        pair_energy[U(j)] = pair_energy[U(j - 1)]
+                        pair_order[U(j)] = pair_order[U(j - 1)]
+                        j -= 1
+                    pair_energy[U(j)] = e_pair[U(p), U(f)]
+                    pair_order[U(j)] = p * 96 + f
+                    count += 1
+        # estimates (§6), best and second (§7.3)
+        top[0] = NO_KEY
+        top[1] = NO_KEY
+        for k in range(8):
+            for q in range(N_CANDIDATES):
+                bound[U(k), U(q), 0] = -1
+                bound[U(k), U(q), 1] = -1
+                for r in range(8):
+                    memo[U(k), U(q), U(r), 0] = -1
+                    memo[U(k), U(q), U(r), 1] = -1
+        for j in range(count):
+            p = pair_order[U(j)] // 96
+            f = pair_order[U(j)] % 96
+            for r in range(n_orders):
+                # interleave 0: the components' estimates, each computed once, and only
+                # if the least the configuration can cost (the known estimates and the
+                # others' least codes, which no reorder changes) does not lose already
+                for e in range(2):
+                    limit = top[1] >> RANK_BITS if top[1] != NO_KEY else NO_KEY
+                    least = 0
+                    for c in range(ncomp):
+                        q = CANDIDATE_INDEX[U(f), U(c)]
+                        bits = memo[U(p), U(q), U(r), U(e)]
+                        if bits < 0:
+                            bits = bound[U(p), U(q), U(e)]
+                            if bits < 0:
+                                bits = least_bits(cand, p, q, n, e)
+                                bound[U(p), U(q), U(e)] = bits
+                        least += bits
+                    if least > limit:
+                        continue
+                    total = 0
+                    for c in range(ncomp):
+                        q = CANDIDATE_INDEX[U(f), U(c)]
+                        bits = memo[U(p), U(q), U(r), U(e)]
+                        if bits < 0:
+                            for i in range(n):
+                                seq[U(i)] = cand[U(p), U(q), U(scans[U(r), U(i)])]
+                            row = (_RUNLENGTH_ROWS if e else _PLAIN_ROWS)[U(c)]
+                            if e:
+                                bits = runlength_bits_limited(seq, n, kc, row, ratios[row, 0],
+                                                              ratios[row, 1], NO_KEY, scratch)
+                            else:
+                                bits = plain_bits_limited(seq, n, kc, row, ratios[row, 0],
+                                                          ratios[row, 1], NO_KEY, scratch)
+                            memo[U(p), U(q), U(r), U(e)] = bits
+                        total += bits
+                        if total > limit:
+                            break
+                    if total <= limit:
+                        enter(top, total, p, f, r, 0, e, full)
+                # interleave 1: one sequence, each estimate stopped once it loses; none is
+                # made if the least codes of its values (the components' bounds, one
+                # flag and one run) already lose
+                limit = top[1] >> RANK_BITS if top[1] != NO_KEY else NO_KEY
+                least_plain = 0
+                least_rl = 2
+                for c in range(ncomp):
+                    q = CANDIDATE_INDEX[U(f), U(c)]
+                    for e in range(2):
+                        if bound[U(p), U(q), U(e)] < 0:
+                            bound[U(p), U(q), U(e)] = least_bits(cand, p, q, n, e)
+                    least_plain += bound[U(p), U(q), 0]
+                    least_rl += bound[U(p), U(q), 1] - 2
+                if least_plain > limit and least_rl > limit:
+                    continue
+                for i in range(n):
+                    at = U(scans[U(r), U(i)])
+                    for c in range(ncomp):
+                        seq[U(i * ncomp + c)] = cand[U(p), U(CANDIDATE_INDEX[U(f), U(c)]), at]
+                for e in range(2):
+                    limit = top[1] >> RANK_BITS if top[1] != NO_KEY else NO_KEY
+                    if (least_rl if e else least_plain) > limit:
+                        continue
+                    row = 6 + e
+                    if e:
+                        bits = runlength_bits_limited(seq, ncomp * n, kc, row, ratios[row, 0],
+                                                      ratios[row, 1], limit, scratch)
+                    else:
+                        bits = plain_bits_limited(seq, ncomp * n, kc, row, ratios[row, 0],
+                                                  ratios[row, 1], limit, scratch)
+                    if bits <= limit:
+                        enter(top, bits, p, f, r, 1, e, full)
+        decode_key(top[0], best[b])
+        decode_key(top[1], second[b])
+
+
+@jit.kernel
+def enter(top, bits, p, f, r, i, e, full):
+    """Offer a configuration's estimate to the best two; an edge block's estimate holds
+    for all 8 reorders (they keep raster order), of which reorders 0 and 1 can place."""
+    keep_two(top, (bits << RANK_BITS) + trial_rank(p, f, r, i, e))
+    if not full:
+        keep_two(top, (bits << RANK_BITS) + trial_rank(p, f, 1, i, e))
