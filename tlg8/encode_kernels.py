@@ -1094,25 +1094,18 @@ RANK_BITS = 15
 
 
 @jit.kernel
-def plain_bits_limited(seq, length, kc, row, up, down, limit, scratch):
+def plain_bits_limited(seq, length, kc, row, up, down, limit, least):
     """plain_bits of seq[:length] from state 0, or some number > limit once the bits
-    exceed it (the caller then only needs to know that it lost). Each code costs at least
-    MIN_RICE[m], so the sum of those bounds the bits from the start, and each code adds
-    its excess over it: a loser is mostly known before any state is followed."""
-    bound = 0
-    for j in range(length):
-        v = seq[U(j)]
-        m = (v << 1) ^ (v >> 63)
-        scratch[U(j)] = m
-        bound += MIN_RICE[U(m)]
-        if bound > limit:
-            return bound
-    bits = bound
+    exceed it (the caller then only needs to know that it lost). least: the sum of the
+    values' least codes MIN_RICE (least_bits), a bound from the start; each code adds its
+    excess over it."""
+    bits = least
     a = 0
     for j in range(length):
         if bits > limit:
             break
-        m = scratch[U(j)]
+        v = seq[U(j)]
+        m = (v << 1) ^ (v >> 63)
         bits += RICE[U(kc[U(row), U(a)] | m)] - MIN_RICE[U(m)]
         rho = up if a < m else down
         a += ((16 * m - a) * rho + 8) >> 4
@@ -1120,11 +1113,12 @@ def plain_bits_limited(seq, length, kc, row, up, down, limit, scratch):
 
 
 @jit.kernel
-def runlength_bits_limited(seq, length, kc, row, up, down, limit, scratch):
+def runlength_bits_limited(seq, length, kc, row, up, down, limit, least, scratch):
     """The run-length estimate (with its flag bit) of seq[:length] from state 0, or some
-    number > limit once it exceeds it; as plain_bits_limited, with the run codes (which
-    do not depend on the state) and the codes' least costs summed first."""
-    bits = 1
+    number > limit once it exceeds it; as plain_bits_limited, least being the sum of the
+    non-zero values' least codes. The run codes (which do not depend on the state) are
+    charged first, in a pass that also gathers the non-zero values."""
+    bits = 1 + least
     run = 0
     previous = -1
     count = 0
@@ -1133,17 +1127,17 @@ def runlength_bits_limited(seq, length, kc, row, up, down, limit, scratch):
         live = np.int64(v != 0)
         run = (run & -np.int64(live == previous)) + 1
         previous = live
-        m = ((v << 1) ^ (v >> 63)) - 1
-        bits += RUN_STEP[U(run)] + (MIN_RICE[U(m & 2047)] & -live)
+        bits += RUN_STEP[U(run)]
         if bits > limit:
             return bits
-        scratch[U(count)] = m
+        scratch[U(count)] = v
         count += live
     a = 0
     for j in range(count):
         if bits > limit:
             break
-        m = scratch[U(j)]
+        v = scratch[U(j)]
+        m = ((v << 1) ^ (v >> 63)) - 1
         bits += RICE[U(kc[U(row), U(a)] | m)] - MIN_RICE[U(m)]
         rho = up if a < m else down
         a += ((16 * m - a) * rho + 8) >> 4
@@ -1152,9 +1146,9 @@ def runlength_bits_limited(seq, length, kc, row, up, down, limit, scratch):
 
 @jit.kernel
 def least_bits(cand, p, q, n, entropy):
-    """A lower bound of the estimate of candidate sequence cand[p, q, :n] in any order:
-    each value's least code (MIN_RICE), and for the run-length estimate its flag and at
-    least one run code."""
+    """The sum of the least codes (MIN_RICE) of candidate sequence cand[p, q, :n]: of all
+    its values (entropy 0), or of its non-zero ones (1). No order changes it, and no
+    estimate is below it (the run-length one adds a flag and at least one run code)."""
     bits = 0
     for i in range(n):
         v = cand[U(p), U(q), U(i)]
@@ -1164,7 +1158,7 @@ def least_bits(cand, p, q, n, entropy):
                 bits += MIN_RICE[U(m - 1)]
         else:
             bits += MIN_RICE[U(m)]
-    return bits + 2 * entropy
+    return bits
 
 
 @jit.kernel
@@ -1337,13 +1331,10 @@ def search_blocks(ws, exhaustive, kc, ratios, best, second):
                     least = 0
                     for c in range(ncomp):
                         q = CANDIDATE_INDEX[U(f), U(c)]
+                        if bound[U(p), U(q), U(e)] < 0:
+                            bound[U(p), U(q), U(e)] = least_bits(cand, p, q, n, e)
                         bits = memo[U(p), U(q), U(r), U(e)]
-                        if bits < 0:
-                            bits = bound[U(p), U(q), U(e)]
-                            if bits < 0:
-                                bits = least_bits(cand, p, q, n, e)
-                                bound[U(p), U(q), U(e)] = bits
-                        least += bits
+                        least += bits if bits >= 0 else bound[U(p), U(q), U(e)] + 2 * e
                     if least > limit:
                         continue
                     total = 0
@@ -1351,15 +1342,20 @@ def search_blocks(ws, exhaustive, kc, ratios, best, second):
                         q = CANDIDATE_INDEX[U(f), U(c)]
                         bits = memo[U(p), U(q), U(r), U(e)]
                         if bits < 0:
+                            pu = U(p)
+                            qu = U(q)
+                            ru = U(r)
                             for i in range(n):
-                                seq[U(i)] = cand[U(p), U(q), U(scans[U(r), U(i)])]
+                                seq[U(i)] = cand[pu, qu, U(scans[ru, U(i)])]
                             row = (_RUNLENGTH_ROWS if e else _PLAIN_ROWS)[U(c)]
                             if e:
                                 bits = runlength_bits_limited(seq, n, kc, row, ratios[row, 0],
-                                                              ratios[row, 1], NO_KEY, scratch)
+                                                              ratios[row, 1], NO_KEY,
+                                                              bound[U(p), U(q), 1], scratch)
                             else:
                                 bits = plain_bits_limited(seq, n, kc, row, ratios[row, 0],
-                                                          ratios[row, 1], NO_KEY, scratch)
+                                                          ratios[row, 1], NO_KEY,
+                                                          bound[U(p), U(q), 0])
                             memo[U(p), U(q), U(r), U(e)] = bits
                         total += bits
                         if total > limit:
@@ -1371,31 +1367,45 @@ def search_blocks(ws, exhaustive, kc, ratios, best, second):
                 # flag and one run) already lose
                 limit = top[1] >> RANK_BITS if top[1] != NO_KEY else NO_KEY
                 least_plain = 0
-                least_rl = 2
+                least_rl = 0
                 for c in range(ncomp):
                     q = CANDIDATE_INDEX[U(f), U(c)]
                     for e in range(2):
                         if bound[U(p), U(q), U(e)] < 0:
                             bound[U(p), U(q), U(e)] = least_bits(cand, p, q, n, e)
                     least_plain += bound[U(p), U(q), 0]
-                    least_rl += bound[U(p), U(q), 1] - 2
-                if least_plain > limit and least_rl > limit:
+                    least_rl += bound[U(p), U(q), 1]
+                if least_plain > limit and least_rl + 2 > limit:
                     continue
-                for i in range(n):
-                    at = U(scans[U(r), U(i)])
-                    for c in range(ncomp):
-                        seq[U(i * ncomp + c)] = cand[U(p), U(CANDIDATE_INDEX[U(f), U(c)]), at]
+                q0 = U(CANDIDATE_INDEX[U(f), 0])
+                q1 = U(CANDIDATE_INDEX[U(f), 1])
+                q2 = U(CANDIDATE_INDEX[U(f), 2])
+                pu = U(p)
+                ru = U(r)
+                if ncomp == 3:
+                    for i in range(n):
+                        at = U(scans[ru, U(i)])
+                        seq[U(3 * i)] = cand[pu, q0, at]
+                        seq[U(3 * i + 1)] = cand[pu, q1, at]
+                        seq[U(3 * i + 2)] = cand[pu, q2, at]
+                else:
+                    for i in range(n):
+                        at = U(scans[ru, U(i)])
+                        seq[U(4 * i)] = cand[pu, q0, at]
+                        seq[U(4 * i + 1)] = cand[pu, q1, at]
+                        seq[U(4 * i + 2)] = cand[pu, q2, at]
+                        seq[U(4 * i + 3)] = cand[pu, 51, at]
                 for e in range(2):
                     limit = top[1] >> RANK_BITS if top[1] != NO_KEY else NO_KEY
-                    if (least_rl if e else least_plain) > limit:
+                    if (least_rl + 2 if e else least_plain) > limit:
                         continue
                     row = 6 + e
                     if e:
                         bits = runlength_bits_limited(seq, ncomp * n, kc, row, ratios[row, 0],
-                                                      ratios[row, 1], limit, scratch)
+                                                      ratios[row, 1], limit, least_rl, scratch)
                     else:
                         bits = plain_bits_limited(seq, ncomp * n, kc, row, ratios[row, 0],
-                                                  ratios[row, 1], limit, scratch)
+                                                  ratios[row, 1], limit, least_plain)
                     if bits <= limit:
                         enter(top, bits, p, f, r, 1, e, full)
         decode_key(top[0], best[b])
