@@ -44,6 +44,8 @@ def main(argv=None):
     if argv[0] not in COMMANDS:
         print(f"tlg8: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    from .cli import one_blas_thread
+    one_blas_thread()
     module = importlib.import_module(f"tlg8.{COMMANDS[argv[0]][0]}")
     status = module.main(argv[1:], prog=f"tlg8 {argv[0]}")
     if program:

@@ -20,11 +20,10 @@ Every search but the reference stores the Golomb table fitted to its final choic
 (`encode_choices`).
 """
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import Tlg8Error, filecost, golombfit, search as block_search, stages, trials
+from . import Tlg8Error, filecost, golombfit, stages, trials
 from .fileio import atomic_write
 from .image import BLOCK, TILE_H, TILE_W, block_grid
 from .selector import default_model
@@ -105,6 +104,8 @@ def choose_blocks(samples, search="model", model=None, max_trials=None, progress
     rows = max(tile_h, -(-height // (4 * jobs)) // tile_h * tile_h)
     bands = [(y, min(height, y + rows)) for y in range(0, height, rows)] if jobs > 1 \
         else [(0, height)]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor      # only when used: start-up
     pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
     try:
         firsts = []
@@ -140,6 +141,7 @@ def _first_choices(samples, search, model, max_trials, details, tile_h, progress
     bits, trials or None, and with `details` the row costs of the choices (for fitting a
     Golomb table) and what the model tried (for the file pass))."""
     if search != "model":
+        from . import search as block_search
         _, best, _ = block_search.search_image(samples, search, progress=progress)
         return best[:, :5], best[:, 5], None
     grid = block_grid(samples.shape[1], samples.shape[0], tile_h)

@@ -11,7 +11,7 @@ Two implementations of the same rules:
 """
 import numpy as np
 
-from . import features, stages
+from . import features, jit, stages
 
 # Mapped magnitudes are < 1275 (|value| <= 637), so (k << 11) | m indexes one cost table.
 M_BITS = 11
@@ -47,11 +47,13 @@ def make_tables(golomb_table=stages.DEFAULT_GOLOMB_TABLE):
     k_by_a = np.zeros((8, A_SIZE), np.int32)
     inside = idx < stages.K_INDEX_LIMIT
     k_by_a[:, inside] = k_by_idx[:, idx[inside]] << M_BITS
-    cost = np.zeros(9 << M_BITS, np.int32)
-    for k in range(9):
-        for m in range(SKIP_M):
-            cost[(k << M_BITS) | m] = golomb_cost(m, k)
-    return k_by_idx, ratios, k_by_a, cost
+    # golomb_cost(m, k) for every m < SKIP_M (SKIP_M itself costs 0), as whole arrays
+    m = np.arange(1 << M_BITS)
+    q = m[None] >> np.arange(9)[:, None]
+    escape = stages.ESCAPE_Q + 2 * np.frexp(np.maximum(m - (stages.ESCAPE_Q - 1), 1))[1] - 1
+    cost = np.where(q >= stages.ESCAPE_Q, escape, q + 1 + np.arange(9)[:, None])
+    cost[:, SKIP_M:] = 0
+    return k_by_idx, ratios, k_by_a, cost.astype(np.int32).reshape(-1)
 
 
 K_BY_IDX, RATIOS, K_BY_A, COST = make_tables()
@@ -155,6 +157,17 @@ def lane_bits(values, row, entropy, orders=None, tables=None, start=None, end=No
     if single:
         orders = orders[None]
     lanes = values.shape[1]
+    if _use_kernels(tables) and _in_kernel_range(values, start, orders):
+        from . import encode_kernels as kernels
+        kc, ratios = _kernel_tables(tables)
+        out = np.zeros((len(orders), lanes), np.int64)
+        kernels.lane_bits(np.ascontiguousarray(values), np.ascontiguousarray(orders),
+                          kc, int(row), int(ratios[row, 0]), int(ratios[row, 1]),
+                          int(entropy),
+                          _NO_STATES if start is None else
+                          np.ascontiguousarray(start, np.int64),
+                          out, _NO_STATES if end is None else end)
+        return out[0] if single else out
     out = np.zeros((len(orders), lanes), np.int64)
     if orders.shape[1] > 0:
         for lo in range(0, lanes, LANE_CHUNK):
@@ -163,6 +176,41 @@ def lane_bits(values, row, entropy, orders=None, tables=None, start=None, end=No
                                              0 if start is None else start[lo:hi],
                                              None if end is None else end[lo:hi])
     return out[0] if single else out
+
+
+# The compiled estimators (tlg8.encode_kernels) give this module's numbers for |value| <=
+# 1023 (mapped m below SKIP_M) and states below 2^15; the coding stages never exceed 637.
+KERNEL_RANGE = 1023
+_NO_STATES = np.zeros(0, np.int64)
+_KERNEL_TABLES = {}
+
+
+def _use_kernels(tables):
+    """Whether the compiled kernels run: numba is there (tlg8.jit) and the tables are
+    the default ones or make_tables' (their k and ratios)."""
+    return jit.available() and (tables is None or len(tables) >= 2)
+
+
+def _in_kernel_range(values, start=None, orders=None):
+    if orders is not None and orders.shape[-1] >= 1 << 16:
+        return False
+    return (not values.size or (-KERNEL_RANGE <= values.min() and
+                                values.max() <= KERNEL_RANGE)) and \
+        (start is None or not len(start) or (0 <= np.min(start) and np.max(start) < 1 << 15))
+
+
+def _kernel_tables(tables):
+    """(kc, ratios) of tlg8.encode_kernels for `tables` (None: the default table)."""
+    from . import encode_kernels as kernels
+    if tables is None:
+        return kernels.KC, kernels.RATIOS
+    key = id(tables[0])
+    if key not in _KERNEL_TABLES:
+        table = [(int(up), int(down), np.bincount(np.asarray(k), minlength=9).tolist())
+                 for k, (up, down) in zip(tables[0], tables[1])]
+        _KERNEL_TABLES.clear()
+        _KERNEL_TABLES[key] = (tables[0],) + kernels.k_tables(table)
+    return _KERNEL_TABLES[key][1:]
 
 
 def _lane_chunk_bits(values, orders, row, entropy, tables, start, end):
@@ -259,6 +307,16 @@ def block_configs_bits(residuals, configs, w, h):
     if len(flat) and ((flat < 0) | (flat >= (8, 96, 8, 2))).any():
         raise ValueError("configuration out of range (predictor < 8, filter < 96, "
                          "reorder < 8, interleave < 2)")
+    if ncomp >= 3 and _use_kernels(None) and (not residuals.size or (
+            -255 <= residuals.min() and residuals.max() <= 255)):
+        from . import encode_kernels as kernels
+        bits = np.empty((n_blocks, n_per), np.int64)
+        entropy = np.empty((n_blocks, n_per), np.int64)
+        scans = np.stack([stages.reorder_index(r, w, h) for r in range(stages.N_REORDERS)])
+        kernels.configs_bits(np.ascontiguousarray(residuals, np.int16),
+                             np.ascontiguousarray(configs), scans.astype(np.intp),
+                             kernels.KC, kernels.RATIOS, bits, entropy)
+        return bits, entropy
     block = np.repeat(np.arange(n_blocks), n_per)
     # Interleave 0 and 1 lanes apart, each kind contiguous, so each pass sees one kind.
     by_kind = np.argsort(flat[:, 3], kind="stable")

@@ -18,9 +18,13 @@ import os
 import sys
 import time
 
+if __name__ == "__main__":
+    from .cli import one_blas_thread
+    one_blas_thread()                   # before NumPy starts its threads
+
 import numpy as np
 
-from . import Tlg8Error, cli, search as block_search, stages
+from . import Tlg8Error, cli, stages
 from .codec import (DEFAULT_EFFORT, EFFORTS, SEARCHES, EncodeError, choose_blocks,
                     encode_choices)
 from .fileio import atomic_write
@@ -33,6 +37,7 @@ CONFIGS_PER_PAIR = stages.N_REORDERS * stages.N_INTERLEAVES * stages.N_ENTROPIES
 def reference_trials(samples, chunk=1024):
     """Configurations the reference search evaluates per block: (predictor, filter) pairs
     left by its 1.3 energy rule x 32 (reorder x interleave x entropy)."""
+    from . import search as block_search
     grid = block_grid(samples.shape[1], samples.shape[0])
     out = np.empty(len(grid), np.int64)
     for part in block_batches(grid, chunk):
@@ -47,8 +52,9 @@ def _trials(samples, search, trials):
     if trials is not None:
         return trials
     if search == "exhaustive":
-        return np.full(len(block_grid(samples.shape[1], samples.shape[0])),
-                       block_search.N_CONFIGS, np.int64)
+        from .search import N_CONFIGS
+        return np.full(len(block_grid(samples.shape[1], samples.shape[0])), N_CONFIGS,
+                       np.int64)
     return reference_trials(samples)
 
 

@@ -30,7 +30,7 @@ the per-block API). Nothing here depends on the learned models; the ML side impo
 """
 import numpy as np
 
-from . import stages
+from . import jit, stages
 from .stages import MAX_COMPONENTS
 from .heads import HEAD_OFFSETS, HEAD_SIZES, head_labels
 from .image import block_batches, block_grid, block_workspaces
@@ -131,6 +131,37 @@ def block_stats(ws):
     planes = residual_planes(ws)
     sad, nonzero = sequence_stats(magnitude_sequences(planes))
     return planes, sad, nonzero
+
+
+def block_residual_stats(ws):
+    """block_stats for a model that then reads chosen configurations: (residuals int16
+    (N, 8, C, n) block-major (block_major of the planes), sad, nonzero (8, S, N) uint16).
+    With compiled kernels (tlg8.jit) the statistics are views of block-major arrays."""
+    ws = np.asarray(ws)
+    if jit.available() and ws.shape[1] in (3, 4):
+        from . import encode_kernels as kernels
+        n_blocks, ncomp, hp, wp = ws.shape
+        count = N_SEQUENCES if ncomp == 4 else N_SEQUENCES - 1
+        residuals = np.empty((n_blocks, stages.N_PREDICTORS, ncomp, (hp - 1) * (wp - 2)),
+                             np.int16)
+        sad = np.empty((n_blocks, stages.N_PREDICTORS, count), np.uint16)
+        nonzero = np.empty_like(sad)
+        kernels.block_stats(np.ascontiguousarray(ws, np.int32), residuals, sad, nonzero)
+        return residuals, sad.transpose(1, 2, 0), nonzero.transpose(1, 2, 0)
+    planes, sad, nonzero = block_stats(ws)
+    return block_major(planes), sad, nonzero
+
+
+def least_sad_pairs(sad, ncomp, k):
+    """top_pairs(pair_proxy(sad, ncomp), k): int64 (N, k) pair ids."""
+    k = min(int(k), N_PAIRS)
+    if jit.available():
+        from . import encode_kernels as kernels
+        out = np.empty((sad.shape[2], k), np.int64)
+        kernels.least_sad_pairs(np.ascontiguousarray(sad.transpose(2, 0, 1)), int(ncomp),
+                                PAIR_SEQUENCE.astype(np.int64), out)
+        return out
+    return top_pairs(pair_proxy(sad, ncomp), k)
 
 
 def pair_proxy(sad, ncomp):
@@ -323,6 +354,43 @@ def scan_features(coded, w, h):
     for lo in range(0, rows, SCAN_CHUNK):
         out[lo:lo + SCAN_CHUNK] = _scan_chunk(flat[lo:lo + SCAN_CHUNK], w, h).T
     return out.reshape(n_blocks, n_pairs, N_SCAN_FEATURES)
+
+
+def pair_scan_features(residuals, pairs, w, h):
+    """scan_features(coded_pairs(residuals, pairs), w, h): (N, P, 47) float32. With
+    compiled kernels the integer sums come from tlg8.encode_kernels.scan_sums and the
+    same float32 operations as _scan_chunk's make the features of them."""
+    ncomp = residuals.shape[2]
+    if not (jit.available() and ncomp >= 3 and pairs.size):
+        return scan_features(coded_pairs(residuals, pairs), w, h)
+    from . import encode_kernels as kernels
+    n = w * h
+    steps, step_ids, undirected, pair_ids, scans = (np.ascontiguousarray(t, np.intp)
+                                                    for t in _scan_tables(w, h))
+    head, part = min(2, n), min(8, n)
+    sums = np.empty(pairs.shape + (kernels.N_SCAN_SUMS,), np.int32)
+    kernels.scan_sums(np.ascontiguousarray(residuals, np.int16),
+                      np.ascontiguousarray(pairs, np.int64), scans, steps, step_ids,
+                      undirected, pair_ids, head, part, sums)
+    out = np.zeros(pairs.shape + (N_SCAN_FEATURES,), np.float32)
+    norm = np.float32(1 / (ncomp * max(n - 1, 1)))
+    per_scan = sums[..., :32].reshape(pairs.shape + (stages.N_REORDERS, 4))
+    view = out[..., :32].reshape(per_scan.shape)
+    view[..., 0] = per_scan[..., 0] * norm
+    view[..., 1] = per_scan[..., 1] * np.float32(1 / (head * ncomp))
+    view[..., 2] = per_scan[..., 2] * np.float32(1 / (part * ncomp))
+    view[..., 3] = per_scan[..., 3] * norm
+    sad = sums[..., 32:32 + ncomp].astype(np.float32)
+    lsad = np.log2(1 + sad * np.float32(64 / n))
+    out[..., 32:32 + ncomp] = lsad
+    # NumPy's mean with a float32 accumulator: the (exact) sum divided by the count.
+    out[..., 36:36 + ncomp] = np.true_divide(sums[..., 36:36 + ncomp].astype(np.float32), n)
+    out[..., 40:40 + ncomp] = np.true_divide(sums[..., 40:40 + ncomp].astype(np.float32), n)
+    out[..., 44] = lsad.max(-1) - lsad.min(-1)
+    out[..., 45] = (np.true_divide(sums[..., 44].astype(np.float32), n)
+                    + np.true_divide(sums[..., 45].astype(np.float32), n))
+    out[..., 46] = np.log2(1 + sad.sum(-1) * np.float32(64 / n))
+    return out
 
 
 def _scan_chunk(coded, w, h):

@@ -40,7 +40,7 @@ uses taller tiles, choose_for_file takes them from its grid).
 """
 import numpy as np
 
-from . import cost, features, stages, tlgfile
+from . import cost, features, jit, stages, tlgfile
 from .image import TILE_H, TILE_W, block_batches, block_grid, block_workspaces
 
 STATE_FIELDS = ("a", "kind", "run", "started")
@@ -341,23 +341,22 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
     valid = bits <= bits[:, :1] + margin
     choices = cand[:, 0]
     starts = tile_starts(grid)
-    classes = list(_size_classes(samples, grid))
+    # With compiled kernels the candidates are coded straight from the image; else the
+    # blocks' residuals are computed once for all passes.
+    classes = None if _use_kernels(samples) else list(_size_classes(samples, grid))
     change = np.array([tlgfile.STREAM_BITS, tlgfile.STREAM_BITS,
                        np.add(tlgfile.STREAM_BITS, 8)], np.float64)         # (mode, stream)
     weights_of_mode = np.broadcast_to(np.asarray(rate, np.float64).reshape(3, -1), (3, 5)) \
         * change
     states = np.zeros((4, n_blocks, 8), np.int64)
     for _ in range(STATE_ROUNDS):
-        states = _chain_states(_exit_states(classes, choices, states, tables), starts)
+        states = _chain_states(_exit_states(classes, choices, states, tables, samples, grid),
+                               starts)
     for p in range(passes):
         if p:
-            states = _chain_states(_exit_states(classes, choices, states, tables), starts)
-        golomb = np.full(valid.shape, np.inf)
-        for part, residuals, w, h in classes:
-            block, j = np.nonzero(valid[part])
-            golomb[part[block], j] = _candidate_bits(residuals, cand[part[block], j],
-                                                     block, states[:, part], w, h,
-                                                     tables=tables)
+            states = _chain_states(_exit_states(classes, choices, states, tables, samples,
+                                                grid), starts)
+        golomb = _golomb_of_candidates(classes, cand, valid, states, samples, grid, tables)
         modes = stream_modes(choices, starts)
         pick = _viterbi(golomb, cand[:, :, list(tlgfile.STREAM_COLUMNS)],
                         weights_of_mode[modes, np.arange(5)], starts)
@@ -365,10 +364,50 @@ def choose_for_file(samples, grid, tried, tried_bits, tried_entropy, margin=16,
     return _fill_edge_reorders(choices, grid, starts)
 
 
-def _exit_states(classes, choices, states, tables=None):
+def _use_kernels(samples):
+    return jit.available() and samples.shape[2] in (3, 4)
+
+
+def _golomb_of_candidates(classes, cand, valid, states, samples, grid, tables=None):
+    """Golomb bits (N, K) float64 of the valid candidates (N, K, 5) from `states`, inf
+    for the others, coded with `tables` (cost.make_tables; None: the default table): from
+    the residuals of _size_classes, or with classes None from the image by the compiled
+    kernel."""
+    if classes is None:
+        from . import encode_kernels as kernels
+        kc, ratios = cost._kernel_tables(tables)
+        bits = np.empty(valid.shape, np.int64)
+        kernels.file_golomb_bits(np.ascontiguousarray(samples), np.ascontiguousarray(grid),
+                                 np.ascontiguousarray(cand, np.int64),
+                                 np.ascontiguousarray(valid, np.uint8),
+                                 np.ascontiguousarray(states, np.int64), kc, ratios, bits,
+                                 _NO_EXITS)
+        return np.where(valid, bits, np.inf)
+    golomb = np.full(valid.shape, np.inf)
+    for part, residuals, w, h in classes:
+        block, j = np.nonzero(valid[part])
+        golomb[part[block], j] = _candidate_bits(residuals, cand[part[block], j],
+                                                 block, states[:, part], w, h, tables=tables)
+    return golomb
+
+
+_NO_EXITS = np.zeros((4, 0, 8), np.int64)
+
+
+def _exit_states(classes, choices, states, tables=None, samples=None, grid=None):
     """What each block's choice leaves in the rows it uses, coded from `states`:
-    int64 (4, N, 8) as STATE_FIELDS, started = 0 for the rows it does not use."""
+    int64 (4, N, 8) as STATE_FIELDS, started = 0 for the rows it does not use. With
+    classes None the compiled kernel codes the choices from the image."""
     exits = np.zeros((4,) + states.shape[1:], np.int64)
+    if classes is None:
+        from . import encode_kernels as kernels
+        kc, ratios = cost._kernel_tables(tables)
+        kernels.file_golomb_bits(np.ascontiguousarray(samples), np.ascontiguousarray(grid),
+                                 np.ascontiguousarray(choices, np.int64)[:, None],
+                                 np.ones((len(choices), 1), np.uint8),
+                                 np.ascontiguousarray(states, np.int64), kc, ratios,
+                                 np.empty((len(choices), 1), np.int64), exits)
+        return exits
     for part, residuals, w, h in classes:
         out = np.zeros((4, len(part), 8), np.int64)
         _candidate_bits(residuals, choices[part], np.arange(len(part)), states[:, part],
@@ -397,6 +436,16 @@ def _viterbi(cost_of, values, weights, starts):
     (N, K, 5)) changes. All tiles advance together. Returns int64 (N,) candidate indices."""
     n_tiles = len(starts) - 1
     sizes = np.diff(starts)
+    if jit.available() and _integral(weights) and _exact_in_float32(cost_of, weights, starts):
+        # The kernel: the same float32 sums (whole numbers here, so exact), no pruning
+        # (which, below, never changes the result) and no padding.
+        from . import encode_kernels as kernels
+        pick = np.empty(len(cost_of), np.int64)
+        kernels.viterbi(np.ascontiguousarray(cost_of, np.float32),
+                        np.ascontiguousarray(values, np.int64),
+                        np.ascontiguousarray(weights, np.float32),
+                        np.ascontiguousarray(starts, np.int64), pick)
+        return pick
     # A candidate saves at most the weights of all streams on the way in and on the way
     # out, so one dearer than the block's cheapest by more can never be on the best path.
     bound = 2 * weights.sum(1)
@@ -432,6 +481,19 @@ def _viterbi(cost_of, values, weights, starts):
     for p in range(length - 1, 0, -1):
         pick[:, p - 1] = back[tiles, p, pick[:, p]]
     return order[rows[:, 0], pick[inside]]
+
+
+def _integral(weights):
+    """Whole numbers small enough that float32 sums of a tile's worth are exact."""
+    weights = np.asarray(weights, np.float64)
+    return bool((weights == np.round(weights)).all() and (np.abs(weights) < 1 << 10).all())
+
+
+def _exact_in_float32(cost_of, weights, starts):
+    """Every path sum of every tile is below 2^24 (so float32 adds whole numbers exactly)."""
+    finite = np.where(np.isfinite(cost_of), cost_of, 0).max(1)
+    path = np.add.reduceat(finite, starts[:-1]) if len(finite) else np.zeros(0)
+    return bool((path + np.diff(starts) * np.abs(weights).sum(1) < 1 << 24).all())
 
 
 def _fill_edge_reorders(choices, grid, starts):

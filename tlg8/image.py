@@ -295,15 +295,19 @@ def block_grid(width, height, tile_h=TILE_H):
 
     Returns an int64 array (N, 6): tile_x, tile_y, block_x, block_y (absolute), w, h.
     """
-    out = []
+    out = [np.zeros((0, 6), np.int64)]
     for oy in range(0, height, tile_h):
         th = min(tile_h, height - oy)
         for ox in range(0, width, TILE_W):
             tw = min(TILE_W, width - ox)
-            for by in range(0, th, BLOCK):
-                for bx in range(0, tw, BLOCK):
-                    out.append((ox, oy, ox + bx, oy + by, min(BLOCK, tw - bx), min(BLOCK, th - by)))
-    return np.array(out, dtype=np.int64).reshape(-1, 6)
+            # Block rows top to bottom, blocks left to right: by is the slow index.
+            by, bx = np.meshgrid(np.arange(0, th, BLOCK, dtype=np.int64),
+                                 np.arange(0, tw, BLOCK, dtype=np.int64), indexing="ij")
+            by, bx = by.ravel(), bx.ravel()
+            out.append(np.stack([np.full_like(bx, ox), np.full_like(bx, oy), ox + bx, oy + by,
+                                 np.minimum(BLOCK, tw - bx), np.minimum(BLOCK, th - by)],
+                                axis=1))
+    return np.concatenate(out)
 
 
 def block_batches(grid, chunk=None):
@@ -311,7 +315,8 @@ def block_batches(grid, chunk=None):
     a size when None); sizes in a fixed order. What every batched stage iterates over:
     block_workspaces and the batched cost model take blocks of one size."""
     sizes = grid[:, 4] * 16 + grid[:, 5]
-    for size in np.unique(sizes).tolist():
+    # (bincount rather than np.unique, whose first call imports numpy.ma)
+    for size in np.flatnonzero(np.bincount(sizes)).tolist():
         index = np.flatnonzero(sizes == size)
         step = chunk or len(index)
         for lo in range(0, len(index), step):

@@ -16,7 +16,7 @@
 """
 import numpy as np
 
-from . import cost, stages
+from . import cost, jit, stages
 from .image import block_batches, block_grid, block_workspaces
 
 MODES = ("reference", "exhaustive")
@@ -130,6 +130,13 @@ def search_blocks(ws, mode="reference"):
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     n_blocks, ncomp = ws.shape[:2]
+    if jit.available() and ncomp in (3, 4) and n_blocks:
+        from . import encode_kernels as kernels
+        best = np.empty((n_blocks, 6), np.int64)
+        second = np.empty((n_blocks, 6), np.int64)
+        kernels.search_blocks(np.ascontiguousarray(ws, np.int32), int(mode == "exhaustive"),
+                              kernels.KC, kernels.RATIOS, best, second)
+        return best, second
     h, w = ws.shape[2] - 1, ws.shape[3] - 2
     res = stages.all_residuals(ws)
     cand = filter_candidates(res)

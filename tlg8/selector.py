@@ -123,8 +123,8 @@ class PairSelector:
         clock = trials.Clock(timings)
         ws = np.asarray(ws)
         h, w = ws.shape[2] - 1, ws.shape[3] - 2
-        planes, sad, nonzero = feat.block_stats(ws)
-        cand = feat.top_pairs(feat.pair_proxy(sad, ws.shape[1]), self.candidates)
+        residuals, sad, nonzero = feat.block_residual_stats(ws)
+        cand = feat.least_sad_pairs(sad, ws.shape[1], self.candidates)
         pair_feats = feat.pair_features(sad, nonzero, cand, w * h, identity=False)
         clock("features")
         scores = self.pair_scores(pair_feats, cand)
@@ -134,8 +134,7 @@ class PairSelector:
         clock("inference")
         reach = trials.option_pairs(*self.probe_shape(max_trials), max_trials,
                                     trials.distinct_options(w, h), pairs.shape[1])
-        residuals = feat.block_major(planes)
-        scan_feats = feat.scan_features(feat.coded_pairs(residuals, pairs[:, :reach]), w, h)
+        scan_feats = feat.pair_scan_features(residuals, pairs[:, :reach], w, h)
         clock("features")
         logits = self.option_logits(scan_feats)
         if not stages.is_full_block(w, h):

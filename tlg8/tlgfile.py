@@ -421,18 +421,24 @@ def _stream_fields(v, width):
     return mode, np.array(values, np.int64), np.array(bits, np.int64)
 
 
-def _tile_payload(choices, rows):
-    """Payload of one tile (§5): side information, Golomb rows, padding.
-
-    rows: (row, values, mapped magnitudes, k) of each non-empty Golomb row, in row order.
-    """
+def _side_bytes(choices):
+    """A tile's side information (§5.2, §5.3): the five modes and choice streams, packed
+    and zero-padded to a byte."""
     modes, fields = [], []
     for col, width in zip(STREAM_COLUMNS, STREAM_BITS):
         mode, vals, bits = _stream_fields(choices[:, col], width)
         modes.append(mode)
         fields.append((vals, bits))
     side = [(np.array(modes), np.full(5, 2))] + fields
-    payload = _pack(np.concatenate([f[0] for f in side]), np.concatenate([f[1] for f in side]))
+    return _pack(np.concatenate([f[0] for f in side]), np.concatenate([f[1] for f in side]))
+
+
+def _tile_payload(choices, rows):
+    """Payload of one tile (§5): side information, Golomb rows, padding.
+
+    rows: (row, values, mapped magnitudes, k) of each non-empty Golomb row, in row order.
+    """
+    payload = _side_bytes(choices)
     row_fields = [_row_fields(v, m, k, _RUNLENGTH_ROW[r]) for r, v, m, k in rows]
     if row_fields:
         payload += _pack(np.concatenate([f[0] for f in row_fields]),
@@ -514,6 +520,9 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H),
     tiles = _tiles(width, height, tile_w, tile_h)
     per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
     choices = _check_choices(choices, sum(per_tile))
+    if jit.available():
+        return _encode_compiled(samples, tiles, per_tile, choices, table, fit_table,
+                                (tile_w, tile_h))
     chunks = _indexed_sequences(samples, tiles, per_tile, choices, table)
     if fit_table:
         # The state, and so the k index, depends on the ratios only, never on the counts
@@ -529,6 +538,60 @@ def encode_tlg8(samples, choices, golomb_table=None, tile_size=(TILE_W, TILE_H),
             tile_rows[t].append((r, v, m, ktab[r, np.minimum(idx, K_INDEX_LIMIT)]))
         for t in range(len(first) - 1):
             payload = _tile_payload(ch[first[t]:first[t + 1]], tile_rows[t])
+            out.append(len(payload).to_bytes(4, "little"))
+            out.append(payload)
+    return b"".join(out)
+
+
+def _encode_compiled(samples, tiles, per_tile, choices, table, fit_table, tile_size):
+    """encode_tlg8 with the compiled kernels (tlg8.encode_kernels), the same bytes: each
+    chunk of tiles' Golomb rows gathered once (file_rows), the fitted table's costs from
+    them (index_costs, fit_counts: golombfit's), then the rows' sizes and bits."""
+    from . import encode_kernels as kernels
+    height, width, ncomp = samples.shape
+    samples = np.ascontiguousarray(samples)
+    tile_first = np.concatenate([[0], np.cumsum(per_tile)]).astype(np.int64)
+    ratios = np.array([(up, down) for up, down, _ in table], np.int64)
+    chunks = list(_chunks(tiles))
+
+    def rows_of(t0, t1):
+        part = np.ascontiguousarray(tiles[t0:t1], np.int64)
+        values = np.empty(int((part[:, 2] * part[:, 3]).sum()) * ncomp, np.int16)
+        row_start = np.empty((t1 - t0, 9), np.int64)
+        kernels.file_rows(samples, part, tile_first[t0:t1 + 1] - tile_first[t0],
+                          np.ascontiguousarray(choices[tile_first[t0]:tile_first[t1]]),
+                          values, row_start)
+        return values, row_start
+
+    # One chunk (any image up to 2^21 pixels) is gathered once; bigger ones twice rather
+    # than kept whole.
+    kept = rows_of(*chunks[0]) if len(chunks) == 1 else None
+    if fit_table:
+        cost = np.zeros((8, K_INDEX_LIMIT, golombfit.N_K), np.int64)
+        coded = np.zeros(8, np.int64)
+        for t0, t1 in chunks:
+            kernels.index_costs(*(kept or rows_of(t0, t1)), ratios, cost, coded)
+        fitted = []
+        for row, (up, down, counts) in enumerate(table):
+            if coded[row]:
+                out = np.empty(golombfit.N_K, np.int64)
+                kernels.fit_counts(cost[row], out)
+                counts = tuple(out.tolist())
+            fitted.append((up, down, tuple(counts)))
+        table = tuple(fitted)
+    ktab = _k_of_index(table)
+    out = [_header(ncomp, width, height, tile_size[0], tile_size[1], table)]
+    for t0, t1 in chunks:
+        values, row_start = kept or rows_of(t0, t1)
+        sizes = np.empty(t1 - t0, np.int64)
+        kernels.rows_bytes(values, row_start, ktab, ratios, sizes)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        rows = np.empty(int(offsets[-1]), np.uint8)
+        kernels.write_rows(values, row_start, ktab, ratios, offsets, rows)
+        for t in range(t0, t1):
+            payload = _side_bytes(choices[tile_first[t]:tile_first[t + 1]]) + \
+                rows[offsets[t - t0]:offsets[t - t0 + 1]].tobytes()
+            payload += bytes(-len(payload) % 4)
             out.append(len(payload).to_bytes(4, "little"))
             out.append(payload)
     return b"".join(out)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import Tlg8Error, cost, search, stages
+from . import Tlg8Error, cost, stages
 from . import features as feat
 from .heads import HEADS
 
@@ -254,6 +254,7 @@ def baseline_trials(ws, max_trials, timings=None):
     distinct = distinct_options(w, h)
     clock = Clock(timings.get("sse-top1"))
     res = stages.all_residuals(ws)
+    from . import search
     _, e_pair = search.pair_energies(res, search.filter_candidates(res))
     sse_order = _sorted_pairs(e_pair)
     clock("features")
