@@ -555,13 +555,7 @@ def _encode_compiled(samples, tiles, per_tile, choices, table, fit_table, tile_s
     chunks = list(_chunks(tiles))
 
     def rows_of(t0, t1):
-        part = np.ascontiguousarray(tiles[t0:t1], np.int64)
-        values = np.empty(int((part[:, 2] * part[:, 3]).sum()) * ncomp, np.int16)
-        row_start = np.empty((t1 - t0, 9), np.int64)
-        kernels.file_rows(samples, part, tile_first[t0:t1 + 1] - tile_first[t0],
-                          np.ascontiguousarray(choices[tile_first[t0]:tile_first[t1]]),
-                          values, row_start)
-        return values, row_start
+        return _compiled_rows(samples, tiles, tile_first, choices, t0, t1)
 
     # One chunk (any image up to 2^21 pixels) is gathered once; bigger ones twice rather
     # than kept whole.
@@ -573,7 +567,7 @@ def _encode_compiled(samples, tiles, per_tile, choices, table, fit_table, tile_s
             kernels.index_costs(*(kept or rows_of(t0, t1)), ratios, cost, coded)
         fitted = []
         for row, (up, down, counts) in enumerate(table):
-            if coded[row]:
+            if cost[row].any():                  # as golombfit.fit: rows with codes
                 out = np.empty(golombfit.N_K, np.int64)
                 kernels.fit_counts(cost[row], out)
                 counts = tuple(out.tolist())
@@ -629,8 +623,37 @@ def golomb_row_costs(samples, choices, golomb_table=None, tile_size=(TILE_W, TIL
     tiles = _tiles(width, height, *tile_size)
     per_tile = [len(_tile_blocks(tw, th)) for tw, th in tiles[:, 2:].tolist()]
     choices = _check_choices(choices, sum(per_tile))
+    if jit.available():
+        return _compiled_row_costs(samples, tiles, per_tile, choices, table)
     return sum(golombfit.row_costs([(r, m, idx) for _, r, _, m, idx in seqs])
                for _, _, seqs in _indexed_sequences(samples, tiles, per_tile, choices, table))
+
+
+def _compiled_row_costs(samples, tiles, per_tile, choices, table):
+    """golomb_row_costs with the compiled kernels (as _encode_compiled fits its table)."""
+    from . import encode_kernels as kernels
+    samples = np.ascontiguousarray(samples)
+    tile_first = np.concatenate([[0], np.cumsum(per_tile)]).astype(np.int64)
+    ratios = np.array([(up, down) for up, down, _ in table], np.int64)
+    cost = np.zeros((8, K_INDEX_LIMIT, golombfit.N_K), np.int64)
+    coded = np.zeros(8, np.int64)
+    for t0, t1 in _chunks(tiles):
+        kernels.index_costs(*_compiled_rows(samples, tiles, tile_first, choices, t0, t1),
+                            ratios, cost, coded)
+    return cost
+
+
+def _compiled_rows(samples, tiles, tile_first, choices, t0, t1):
+    """The Golomb rows of tiles t0..t1 (kernels.file_rows): their values int16 and each
+    tile's row starts (T, 9)."""
+    from . import encode_kernels as kernels
+    part = np.ascontiguousarray(tiles[t0:t1], np.int64)
+    values = np.empty(int((part[:, 2] * part[:, 3]).sum()) * samples.shape[2], np.int16)
+    row_start = np.empty((t1 - t0, 9), np.int64)
+    kernels.file_rows(samples, part, tile_first[t0:t1 + 1] - tile_first[t0],
+                      np.ascontiguousarray(choices[tile_first[t0]:tile_first[t1]]),
+                      values, row_start)
+    return values, row_start
 
 
 def _indexed_sequences(samples, tiles, per_tile, choices, table):
