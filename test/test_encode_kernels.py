@@ -140,6 +140,29 @@ class KernelsMatchNumPy(unittest.TestCase):
                                          sel["tried"], sel["tried_bits"],
                                          sel["tried_entropy"], **options))
 
+    def test_choose_for_file_tall_tiles_and_a_fitted_table(self):
+        model = selector.default_model()
+        for name, samples in synthetic_images().items():
+            height, width = samples.shape[:2]
+            grid = block_grid(width, height, 96)
+            sel = model.choose_image(samples, 16, details=True, grid=grid)
+            table = tlgfile.read_header(tlgfile.encode_tlg8(
+                samples, sel["choices"], tile_size=(8192, 96), fit_table=True))["golomb_table"]
+            with self.subTest(image=name):
+                self.assertSame(both(filecost.choose_for_file, samples, grid, sel["tried"],
+                                     sel["tried_bits"], sel["tried_entropy"],
+                                     golomb_table=table))
+
+    def test_golomb_row_costs(self):
+        rng = np.random.default_rng(6)
+        for name, samples in synthetic_images().items():
+            n = len(block_grid(samples.shape[1], samples.shape[0]))
+            choices = random_choices(rng, n, True)
+            for tile_h in (80, 96):
+                with self.subTest(image=name, tile_h=tile_h):
+                    self.assertSame(both(tlgfile.golomb_row_costs, samples, choices,
+                                         tile_size=(8192, tile_h)))
+
     # -- the reference search --------------------------------------------------------
 
     def test_search(self):
