@@ -19,7 +19,7 @@ selector's choices: tlg8.codec).
 """
 import numpy as np
 
-from . import stages
+from . import jit, stages
 
 N_K = 9                            # k = 0 .. 8, one count each
 
@@ -81,5 +81,15 @@ def row_costs(rows):
 def fit(table, costs):
     """`table` with the counts of each row refitted to its row_costs (8, 1024, 9), the
     ratios kept (the costs were computed with them). Rows with no values keep theirs."""
-    return tuple((up, down, fit_counts(costs[row])[0] if costs[row].any() else tuple(counts))
+    return tuple((up, down, _fitted_counts(costs[row]) if costs[row].any() else tuple(counts))
                  for row, (up, down, counts) in enumerate(table))
+
+
+def _fitted_counts(cost):
+    """fit_counts' counts, by the compiled kernel when there is one (the same counts)."""
+    if not jit.available():
+        return fit_counts(cost)[0]
+    from . import encode_kernels as kernels
+    counts = np.empty(N_K, np.int64)
+    kernels.fit_counts(np.ascontiguousarray(cost, np.int64), counts)
+    return tuple(counts.tolist())

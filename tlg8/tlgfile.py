@@ -565,14 +565,7 @@ def _encode_compiled(samples, tiles, per_tile, choices, table, fit_table, tile_s
         coded = np.zeros(8, np.int64)
         for t0, t1 in chunks:
             kernels.index_costs(*(kept or rows_of(t0, t1)), ratios, cost, coded)
-        fitted = []
-        for row, (up, down, counts) in enumerate(table):
-            if cost[row].any():                  # as golombfit.fit: rows with codes
-                out = np.empty(golombfit.N_K, np.int64)
-                kernels.fit_counts(cost[row], out)
-                counts = tuple(out.tolist())
-            fitted.append((up, down, tuple(counts)))
-        table = tuple(fitted)
+        table = golombfit.fit(table, cost)
     ktab = _k_of_index(table)
     out = [_header(ncomp, width, height, tile_size[0], tile_size[1], table)]
     for t0, t1 in chunks:
