@@ -1,20 +1,29 @@
 """Speed against the reference encoder and decoder, whole processes, one run.
 
-    python3 bench/bench_speed.py [--photos img1,img3,...] [--skip-reference]
+    python3 bench/bench_speed.py [--photos img1,img3,...] [--repeat 3] [--skip-reference]
+                                 [--compile-cost]
 
-Prints, per shared photo:
-* decode: `python3 -m tlg8.decode NAME.tlg8 OUT.png` (the reference encoder's file) wall
+Per shared photo, each command run --repeat times (medians printed; the machine is shared,
+so single runs vary by +-30 %), all in one run:
+* decode: `python3 -m tlg8 decode NAME.tlg8 OUT.png` (the reference encoder's file), wall
   time and peak memory, against the C++ decoder's 0.26 s for a 1024x1024 photo (scaled by
   pixels; ../shared/README.md);
-* default encode: `python3 -m tlg8.encode IMAGE OUT.tlg8` with --jobs 1 and --jobs 2, and the
-  serial fraction implied by the two (Amdahl: s = (2 t2 / t1 - 1)); peak memory;
-* our reference search, `--search reference`, in the same run, and the C++ encoder's time
-  from ../shared/README.md; the default encode's speed-up over both.
+* default encode: `python3 -m tlg8 encode IMAGE OUT.tlg8` with --jobs 1 and --jobs 2, and
+  the serial fraction implied by the two (Amdahl: s = 2 t2 / t1 - 1, start-up included);
+  peak memory of the --jobs 1 process;
+* our reference search, `--search reference`;
+and every ratio against the C++ figures of ../shared/README.md (whole-process times of
+the reference encoder, exhaustive search included): "x C++" is how many times faster
+than the C++ program (below 1: slower).
+--compile-cost: before the table, the first default encode of dko_sss with an empty
+kernel cache (TLG8_CACHE_DIR, a temporary directory), which builds the compiled kernels
+(tlg8.jit), against a second run that loads them.
 Peak memory is the child's maximum resident set (getrusage), so it includes the
 interpreter and NumPy (~35 MB).
 """
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,11 +36,11 @@ CPP_ENCODE = {"dko_sss": 1.1, "dko_t": 8.7, "dko_s": 21.8, "img3": 24.1, "img1":
 CPP_DECODE_1M = 0.26          # seconds for a 1024 x 1024 photo
 
 
-def run(args):
+def run(args, env=None):
     """(wall seconds, peak RSS MB) of one child process (os.wait4: that child's own)."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m"] + args, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m"] + args, cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
@@ -42,39 +51,68 @@ def run(args):
     return seconds, usage.ru_maxrss / 1024
 
 
+def median_run(args, repeat, env=None):
+    """(median wall seconds, largest peak MB) of `repeat` runs."""
+    runs = [run(args, env) for _ in range(repeat)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def compile_cost(tmp):
+    """First run with an empty kernel cache, then a run that loads the built kernels."""
+    image = os.path.join(SHARED, "images", "dko_sss.bmp")
+    env = dict(os.environ, TLG8_CACHE_DIR=os.path.join(tmp, "kernels"))
+    args = ["tlg8", "encode", image, os.path.join(tmp, "c.tlg8"), "--quiet"]
+    first, _ = run(args, env)
+    second, _ = run(args, env)
+    print(f"compiled kernels: first run with an empty cache {first:.1f} s, then {second:.2f} s"
+          f" (the build: {first - second:.1f} s, once per install and kernel version)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", default="dko_sss,dko_t,dko_s,img3,img1,img2")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per command (medians)")
     parser.add_argument("--skip-reference", action="store_true",
                         help="no reference search (the slow part)")
+    parser.add_argument("--compile-cost", action="store_true",
+                        help="also measure the first run's build of the compiled kernels")
     args = parser.parse_args()
-    print(f"{'photo':8s} {'pixels':>8s} {'decode s':>8s} {'x C++':>6s} {'MB':>5s} "
-          f"{'enc j1 s':>8s} {'MB':>5s} {'enc j2 s':>8s} {'serial':>6s} {'ref s':>7s} "
-          f"{'C++ s':>6s} {'x ref':>6s} {'x C++':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.compile_cost:
+            compile_cost(tmp)
+        print(f"{'photo':8s} {'pixels':>8s} | {'decode s':>8s} {'/C++':>5s} {'MB':>4s} | "
+              f"{'enc j1 s':>8s} {'MB':>4s} {'x C++':>6s} | {'enc j2 s':>8s} {'x C++':>6s} "
+              f"{'serial':>6s} | {'ref s':>6s} {'x C++':>6s} | {'C++ s':>5s} {'j1 x ref':>8s}")
         for name in args.photos.split(","):
             image = os.path.join(SHARED, "images", name + ".bmp")
             reference_file = os.path.join(SHARED, "tlgconv", name + ".tlg8")
             from PIL import Image
             with Image.open(image) as im:
                 pixels = im.size[0] * im.size[1]
-            dec_s, dec_mb = run(["tlg8.decode", reference_file, os.path.join(tmp, "d.png"),
-                                 "--quiet"])
+            dec_s, dec_mb = median_run(["tlg8", "decode", reference_file,
+                                        os.path.join(tmp, "d.png"), "--quiet"], args.repeat)
             cpp_dec = CPP_DECODE_1M * pixels / (1024 * 1024)
             out = os.path.join(tmp, "e.tlg8")
-            enc1, enc_mb = run(["tlg8.encode", image, out, "--quiet"])
-            enc2, _ = run(["tlg8.encode", image, out, "--quiet", "--jobs", "2"])
+            enc1, enc_mb = median_run(["tlg8", "encode", image, out, "--quiet"], args.repeat)
+            enc2, _ = median_run(["tlg8", "encode", image, out, "--quiet", "--jobs", "2"],
+                                 args.repeat)
             serial = max(0.0, min(1.0, 2 * enc2 / enc1 - 1))
             ref = 0.0
             if not args.skip_reference:
-                ref, _ = run(["tlg8.encode", image, out, "--quiet", "--search", "reference"])
+                ref, _ = median_run(["tlg8", "encode", image, out, "--quiet", "--search",
+                                     "reference"], args.repeat)
             cpp = CPP_ENCODE.get(name, 0)
-            print(f"{name:8s} {pixels:8d} {dec_s:8.2f} {dec_s / cpp_dec:6.1f} {dec_mb:5.0f} "
-                  f"{enc1:8.2f} {enc_mb:5.0f} {enc2:8.2f} {serial:6.2f} {ref:7.1f} "
-                  f"{cpp:6.1f} {ref / enc1 if ref else 0:6.1f} {cpp / enc1:6.1f}", flush=True)
-    print("x C++ (decode): times slower than the C++ decoder; x ref / x C++ (encode): times "
-          "faster than our reference search / the C++ encoder; serial: Amdahl fraction from "
-          "--jobs 1 vs 2")
+
+            def times(ours):
+                return f"{cpp / ours:6.1f}" if cpp and ours else f"{'-':>6s}"
+            print(f"{name:8s} {pixels:8d} | {dec_s:8.2f} {dec_s / cpp_dec:5.1f} {dec_mb:4.0f} | "
+                  f"{enc1:8.2f} {enc_mb:4.0f} {times(enc1)} | {enc2:8.2f} {times(enc2)} "
+                  f"{serial:6.2f} | {ref:6.1f} {times(ref)} | {cpp:5.1f} "
+                  f"{ref / enc1 if ref else 0:8.1f}", flush=True)
+    print("/C++ (decode): times slower than the C++ decoder; x C++ (encode): times faster "
+          "than the C++ encoder's whole process; j1 x ref: the default encode's speed-up "
+          "over our reference search; serial: Amdahl fraction from --jobs 1 vs 2 "
+          f"(medians of {args.repeat} run(s) each)")
 
 
 if __name__ == "__main__":

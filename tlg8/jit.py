@@ -394,8 +394,7 @@ def _build_main(module, name, directory):
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     cc = CC(name, source_module=module)
     if not _cpu_identity().startswith("generic"):
-        import llvmlite.binding
-        cc.target_cpu = llvmlite.binding.get_host_cpu_name()
+        cc.target_cpu = "host"          # this machine's CPU: the cache key names it
     compiled = {}
     for export_name, export in library.exports.items():
         cc.export(export_name, export.signature)(_rebound(export.py_func, compiled, False))
