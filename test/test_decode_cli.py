@@ -46,11 +46,11 @@ class BmpWriter(unittest.TestCase):
             samples = rng.integers(0, 256, (height, width, ncomp), dtype=np.uint8)
             if alpha is not None:
                 samples[..., 0] = alpha
-            rgb = samples[..., [1, 2, 3, 0]] if ncomp == 4 and alpha != 255 else \
-                samples[..., -3:]
+            rgb = np.ascontiguousarray(samples[..., [1, 2, 3, 0]] if ncomp == 4 and
+                                       alpha != 255 else samples[..., -3:])
             buf = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="BMP")
-            header, rows = decode.bmp_bytes(samples, ncomp)
+            Image.fromarray(rgb).save(buf, format="BMP")
+            header, rows = decode.bmp_bytes(rgb)
             with self.subTest(shape=samples.shape, alpha=alpha):
                 self.assertEqual(header + rows.tobytes(), buf.getvalue())
 

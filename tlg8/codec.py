@@ -23,10 +23,9 @@ import os
 
 import numpy as np
 
-from . import Tlg8Error, filecost, golombfit, stages, trials
+from . import Tlg8Error, golombfit, stages, trials
 from .fileio import atomic_write
 from .image import BLOCK, TILE_H, TILE_W, block_grid
-from .selector import default_model
 from .tlgfile import (MAX_PIXELS, check_golomb_table, decode_tlg8, encode_tlg8,
                       golomb_row_costs, read_tlg8_bytes)
 
@@ -95,6 +94,7 @@ def choose_blocks(samples, search="model", model=None, max_trials=None, progress
                                          else max_trials)
     file_pass = EFFORTS[effort][1] if search == "model" else None
     if search == "model" and model is None:
+        from .selector import default_model      # the model side of the codec, when used
         model = default_model()
     # Tiles are coded independently, so bands of whole tile rows can be chosen apart. The
     # Golomb table the file pass chooses with is fitted to the whole image's first choices
@@ -157,6 +157,7 @@ def _file_pass(samples, sel, file_pass, table):
     """(choices, estimated bits) for file bytes among the configurations the model tried
     (tlg8.filecost), coded with `table`. The estimate of each chosen configuration comes
     from its trial: the pass only picks configurations that were tried."""
+    from . import filecost
     choices = filecost.choose_for_file(samples, sel["grid"], sel["tried"], sel["tried_bits"],
                                        sel["tried_entropy"], golomb_table=table, **file_pass)
     hit = (sel["tried"] == choices[:, None, :4]).all(axis=2)

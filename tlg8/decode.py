@@ -19,50 +19,35 @@ import time
 import numpy as np
 
 from . import Tlg8Error, cli
+from .codec import from_tlg8_order, read_file
 from .fileio import atomic_write
-from .tlgfile import MAX_PIXELS, read_tlg8
+from .tlgfile import MAX_PIXELS
 
 FORMATS = {".png": "PNG", ".bmp": "BMP"}
 
 
-# The decoder alone, not tlg8.codec.read_file: codec imports the encoder's search, model
-# and file-cost modules, a third of a second of start-up that decoding does not need.
-def read_file(path, max_pixels=MAX_PIXELS):
-    """tlgfile.read_tlg8 with the file's name in its errors (as codec.read_file)."""
-    try:
-        return read_tlg8(path, max_pixels)
-    except OSError as e:
-        raise Tlg8Error(f"{path}: cannot read ({e.strerror or e})") from None
-    except Tlg8Error as e:
-        raise type(e)(f"{path}: {e}") from None
-
-
-def has_alpha(samples, ncomp):
-    """Whether the output keeps the alpha channel: C = 4 and some A != 255 (what the
-    reference's BMP writer does; codec.from_tlg8_order with keep_alpha=False)."""
-    return ncomp == 4 and bool((samples[..., 0] != 255).any())
-
-
-def bmp_bytes(samples, ncomp):
-    """The BMP file Pillow writes for the image (24-bit BGR, or 32-bit BGRA with alpha;
-    bottom-up rows padded to 4 bytes; 96 dpi), straight from TLG8 samples: importing and
-    going through Pillow would cost a few tens of milliseconds of a decode command."""
-    height, width = samples.shape[:2]
-    order = [3, 2, 1, 0] if has_alpha(samples, ncomp) else [ncomp - 1, ncomp - 2, ncomp - 3]
-    stride = (width * len(order) + 3) & ~3
+def bmp_bytes(rgb):
+    """The BMP file Pillow writes for an RGB or RGBA array (24-bit BGR, or 32-bit BGRA;
+    bottom-up rows padded to 4 bytes; 96 dpi): importing and going through Pillow would
+    cost a few tens of milliseconds of a decode command."""
+    height, width, channels = rgb.shape
+    order = [2, 1, 0, 3][:channels]
+    stride = (width * channels + 3) & ~3
     rows = np.zeros((height, stride), np.uint8)
-    rows[:, :width * len(order)] = samples[::-1, :, order].reshape(height, -1)
+    rows[:, :width * channels] = rgb[::-1, :, order].reshape(height, -1)
     ppm = int(96 * 39.3701 + 0.5)
     header = b"BM" + struct.pack("<IIIIiiHHIIiiII", 54 + rows.size, 0, 54, 40, width, height,
-                                 1, 8 * len(order), 0, rows.size, ppm, ppm, 0, 0)
+                                 1, 8 * channels, 0, rows.size, ppm, ppm, 0, 0)
     return header, rows
 
 
 def write_image(path, samples, ncomp):
-    """Write TLG8 samples as PNG or BMP (by the extension of path), atomically."""
+    """Write TLG8 samples as PNG or BMP (by the extension of path), atomically; alpha only
+    when some A != 255, as the reference writes."""
     fmt = FORMATS[os.path.splitext(path)[1].lower()]
+    rgb = from_tlg8_order(samples, ncomp, keep_alpha=False)
     if fmt == "BMP":
-        header, rows = bmp_bytes(samples, ncomp)
+        header, rows = bmp_bytes(rgb)
 
         def save(tmp):
             with open(tmp, "wb") as f:
@@ -72,8 +57,7 @@ def write_image(path, samples, ncomp):
         return
     from PIL import Image
 
-    order = [1, 2, 3, 0] if has_alpha(samples, ncomp) else [ncomp - 3, ncomp - 2, ncomp - 1]
-    image = Image.fromarray(samples[..., order])
+    image = Image.fromarray(rgb)
     atomic_write(path, lambda tmp: image.save(tmp, format=fmt))
 
 
