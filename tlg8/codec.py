@@ -112,7 +112,7 @@ def _choose(samples, model, plan, progress=None):
         _, best, _ = block_search.search_image(samples, search, progress=progress)
         return best[:, :5], best[:, 5], None
     sel = model.choose_image(samples, max_trials, progress=progress,
-                             details=file_pass is not None)
+                             details="trials" if file_pass is not None else False)
     if file_pass is None:
         return sel["choices"], sel["bits"], sel["trials"]
     choices = filecost.choose_for_file(samples, sel["grid"], sel["tried"], sel["tried_bits"],

@@ -1419,3 +1419,23 @@ def enter(top, bits, p, f, r, i, e, full):
     keep_two(top, (bits << RANK_BITS) + trial_rank(p, f, r, i, e))
     if not full:
         keep_two(top, (bits << RANK_BITS) + trial_rank(p, f, 1, i, e))
+
+
+@jit.export("void(uint8[:, :, ::1], int64[:, ::1], int64, int64, int32[:, :, :, ::1])")
+def workspaces(samples, grid, tile_w, tile_h, out):
+    """image.block_workspaces: out[b] (C, h+1, w+2) = the padded workspace of block
+    grid[b] (cost spec §1.4; 0 outside the block's tile of tile_w x tile_h)."""
+    height, width, ncomp = samples.shape
+    for b in range(grid.shape[0]):
+        ox, oy, bx, by = grid[b, 0], grid[b, 1], grid[b, 2], grid[b, 3]
+        w, h = grid[b, 4], grid[b, 5]
+        tw = min(tile_w, width - ox)
+        th = min(tile_h, height - oy)
+        for y in range(h + 1):
+            sy = by - 1 + y
+            row_inside = oy <= sy < oy + th
+            for x in range(w + 2):
+                sx = bx - 1 + x
+                inside = row_inside and ox <= sx < ox + tw
+                for c in range(ncomp):
+                    out[U(b), U(c), U(y), U(x)] = samples[U(sy), U(sx), U(c)] if inside else 0
