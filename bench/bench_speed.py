@@ -20,6 +20,10 @@ kernel cache (TLG8_CACHE_DIR, a temporary directory), which builds the compiled 
 (tlg8.jit), against a second run that loads them.
 Peak memory is the child's maximum resident set (getrusage), so it includes the
 interpreter and NumPy (~35 MB).
+Children run with Python's bytecode caches (compiled modules kept in a temporary
+PYTHONPYCACHEPREFIX, after one warm-up run), as an installed package has them;
+--no-bytecode-cache keeps the environment as it is (with PYTHONDONTWRITEBYTECODE=1 every
+command first compiles the package's modules, about 0.12 s here).
 """
 import argparse
 import os
@@ -36,11 +40,14 @@ CPP_ENCODE = {"dko_sss": 1.1, "dko_t": 8.7, "dko_s": 21.8, "img3": 24.1, "img1":
 CPP_DECODE_1M = 0.26          # seconds for a 1024 x 1024 photo
 
 
+ENV = None                    # the children's environment (main sets it)
+
+
 def run(args, env=None):
     """(wall seconds, peak RSS MB) of one child process (os.wait4: that child's own)."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m"] + args, cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m"] + args, cwd=ROOT, env=env or ENV,
                                 stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
@@ -60,7 +67,7 @@ def median_run(args, repeat, env=None):
 def compile_cost(tmp):
     """First run with an empty kernel cache, then a run that loads the built kernels."""
     image = os.path.join(SHARED, "images", "dko_sss.bmp")
-    env = dict(os.environ, TLG8_CACHE_DIR=os.path.join(tmp, "kernels"))
+    env = dict(ENV or os.environ, TLG8_CACHE_DIR=os.path.join(tmp, "kernels"))
     args = ["tlg8", "encode", image, os.path.join(tmp, "c.tlg8"), "--quiet"]
     first, _ = run(args, env)
     second, _ = run(args, env)
@@ -76,8 +83,16 @@ def main():
                         help="no reference search (the slow part)")
     parser.add_argument("--compile-cost", action="store_true",
                         help="also measure the first run's build of the compiled kernels")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="run the children in this environment as it is")
     args = parser.parse_args()
+    global ENV
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_bytecode_cache:
+            ENV = dict(os.environ, PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"))
+            ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+            run(["tlg8", "encode", os.path.join(SHARED, "images", "flat.bmp"),
+                 os.path.join(tmp, "w.tlg8"), "--quiet"])           # writes the caches
         if args.compile_cost:
             compile_cost(tmp)
         print(f"{'photo':8s} {'pixels':>8s} | {'decode s':>8s} {'/C++':>5s} {'MB':>4s} | "
@@ -112,7 +127,8 @@ def main():
     print("/C++ (decode): times slower than the C++ decoder; x C++ (encode): times faster "
           "than the C++ encoder's whole process; j1 x ref: the default encode's speed-up "
           "over our reference search; serial: Amdahl fraction from --jobs 1 vs 2 "
-          f"(medians of {args.repeat} run(s) each)")
+          f"(medians of {args.repeat} run(s) each; "
+          f"{'no bytecode caches' if args.no_bytecode_cache else 'with bytecode caches'})")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ class KernelsMatchNumPy(unittest.TestCase):
                 with self.subTest(image=name, size=(w, h)):
                     self.assertSame(both(cost.configs_bits, ws, configs))
 
+    # -- blocks ----------------------------------------------------------------------
+
+    def test_workspaces(self):
+        images = synthetic_images()
+        images["wide"] = np.random.default_rng(6).integers(0, 256, (90, 8203, 3), np.uint8)
+        for name, samples in images.items():
+            grid = block_grid(samples.shape[1], samples.shape[0])
+            for part in block_batches(grid):
+                with self.subTest(image=name, size=tuple(grid[part[0], 4:])):
+                    self.assertSame(both(block_workspaces, samples, grid[part]))
+
     # -- features --------------------------------------------------------------------
 
     def test_block_stats_and_pairs(self):

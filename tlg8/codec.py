@@ -145,8 +145,8 @@ def _first_choices(samples, search, model, max_trials, details, tile_h, progress
         _, best, _ = block_search.search_image(samples, search, progress=progress)
         return best[:, :5], best[:, 5], None
     grid = block_grid(samples.shape[1], samples.shape[0], tile_h)
-    sel = model.choose_image(samples, max_trials, progress=progress, details=details,
-                             grid=grid)
+    sel = model.choose_image(samples, max_trials, progress=progress,
+                             details="trials" if details else False, grid=grid)
     if not details:
         return sel["choices"], sel["bits"], sel["trials"]
     return (sel["choices"], sel["bits"], sel["trials"],

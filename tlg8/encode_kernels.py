@@ -181,29 +181,31 @@ def lane_bits(values, orders, kc, row, up, down, entropy, start, out, end):
 
 
 @jit.kernel
-def coded_block(residuals, b, p, code, scans, reorder, ncomp, n, interleaved, out):
-    """The coded values of block b with predictor p and filter `code` in the order of
+def coded_block(flat, base, code, scans, reorder, ncomp, n, interleaved, out):
+    """The coded values of one block and predictor with filter `code` in the order of
     scans[reorder] (cost spec §2-§5): pixel-interleaved, out[i * C + c], or component
-    after component, out[c * n + i]. residuals: block-major (N, 8, C, n) int16."""
+    after component, out[c * n + i]. flat[base + c * n + i]: the predictor's residuals
+    (block-major residuals (N, 8, C, n) flattened, base = ((block * 8 + p) * C) * n)."""
     perm = code >> 4
     alpha = _ALPHA[(code >> 2) & 3]
     beta = _BETA[code & 3]
     gamma = _GAMMA[code & 3]
-    s0 = _PERMS[perm, 0]
-    s1 = _PERMS[perm, 1]
-    s2 = _PERMS[perm, 2]
+    r0 = U(base + _PERMS[perm, 0] * n)
+    r1 = U(base + _PERMS[perm, 1] * n)
+    r2 = U(base + _PERMS[perm, 2] * n)
+    r3 = U(base + 3 * n)
     step, comp = (ncomp, 1) if interleaved else (1, n)
     for i in range(n):
         pos = U(scans[U(reorder), U(i)])
-        d0 = np.int64(residuals[U(b), U(p), U(s0), pos])
-        d1 = np.int64(residuals[U(b), U(p), U(s1), pos])
-        d2 = np.int64(residuals[U(b), U(p), U(s2), pos])
+        d0 = np.int64(flat[r0 + pos])
+        d1 = np.int64(flat[r1 + pos])
+        d2 = np.int64(flat[r2 + pos])
         at = i * step
         out[U(at)] = d0
         out[U(at + comp)] = d1 - tdiv2(alpha * d0)
         out[U(at + 2 * comp)] = d2 - tdiv2(beta * d0 + gamma * d1)
         if ncomp == 4:
-            out[U(at + 3 * comp)] = residuals[U(b), U(p), 3, pos]
+            out[U(at + 3 * comp)] = flat[r3 + pos]
 
 
 @jit.kernel
@@ -244,10 +246,11 @@ def configs_bits(residuals, configs, scans, kc, ratios, bits, entropy):
     n = residuals.shape[3]
     seq = np.empty(4 * 64, np.int64)
     scratch = np.empty(4 * 64, np.int64)
+    flat = residuals.reshape(-1)
     for b in range(n_blocks):
         for k in range(n_per):
             interleaved = configs[b, k, 3] == 1
-            coded_block(residuals, b, configs[b, k, 0], configs[b, k, 1], scans,
+            coded_block(flat, (b * 8 + configs[b, k, 0]) * ncomp * n, configs[b, k, 1], scans,
                         configs[b, k, 2], ncomp, n, interleaved, seq)
             bits[b, k], entropy[b, k] = best_of_estimators(seq, ncomp, n, interleaved, kc,
                                                            ratios, scratch)
@@ -510,16 +513,17 @@ def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, he
     n = residuals.shape[3]
     raster = np.arange(n).reshape(1, n)
     coded = np.empty(4 * 64, np.int64)
-    # Bit lengths position-major, 4 slots per position (zeros past C): a step's terms over
-    # the components are then one short vector operation.
-    bits = np.zeros((64, 4), np.int32)
-    ordered = np.zeros((64, 4), np.int32)
+    # Bit lengths position-major, 4 slots per position (zeros past C), flat: a scan's
+    # variation is then one loop over |o[j] - o[j - 4]|, which the compiler vectorises.
+    bits = np.zeros(64 * 4, np.int32)
+    ordered = np.zeros(64 * 4, np.int32)
     total = np.empty(64, np.int64)
+    flat = residuals.reshape(-1)
     for b in range(n_blocks):
         for k in range(n_pairs):
             pair = pairs[U(b), U(k)]
-            coded_block(residuals, b, pair // 96, pair % 96, raster, 0, ncomp, n, False,
-                        coded)
+            coded_block(flat, (b * 8 + pair // 96) * ncomp * n, pair % 96, raster, 0, ncomp, n,
+                        False, coded)
             for j in range(out.shape[2]):
                 out[U(b), U(k), U(j)] = 0
             for c in range(ncomp):
@@ -529,7 +533,7 @@ def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, he
                 for i in range(n):
                     mag = abs(coded[U(c * n + i)])
                     bl = BIT_LENGTH[U(mag)]
-                    bits[U(i), U(c)] = bl
+                    bits[U(4 * i + c)] = bl
                     sad += mag
                     bitsum += bl
                     nonzero += mag != 0
@@ -540,7 +544,8 @@ def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, he
             d01 = 0
             d12 = 0
             for i in range(n):
-                b0, b1, b2, b3 = bits[U(i), 0], bits[U(i), 1], bits[U(i), 2], bits[U(i), 3]
+                b0, b1 = bits[U(4 * i)], bits[U(4 * i + 1)]
+                b2, b3 = bits[U(4 * i + 2)], bits[U(4 * i + 3)]
                 total[U(i)] = b0 + b1 + b2 + b3
                 d01 += abs(b1 - b0)
                 d12 += abs(b2 - b1)
@@ -551,23 +556,18 @@ def scan_sums(residuals, pairs, scans, steps, step_ids, undirected, pair_ids, he
             last = ncomp - 1
             for r in range(8):
                 # The scan's bit lengths in its order: its terms are then differences of
-                # neighbouring rows.
+                # neighbouring positions.
                 for i in range(n):
-                    q = U(scans[U(r), U(i)])
-                    ordered[U(i), 0] = bits[q, 0]
-                    ordered[U(i), 1] = bits[q, 1]
-                    ordered[U(i), 2] = bits[q, 2]
-                    ordered[U(i), 3] = bits[q, 3]
-                variation = 0
-                cross = 0
+                    q = U(4 * scans[U(r), U(i)])
+                    for c in range(4):
+                        ordered[U(4 * i + c)] = bits[q + U(c)]
+                variation = I32(0)
+                for j in range(4, 4 * n):
+                    variation = I32(variation + abs(I32(ordered[U(j)] - ordered[U(j - 4)])))
+                cross = I32(0)
                 for i in range(1, n):
-                    j = U(i)
-                    g = U(i - 1)
-                    variation += (abs(I32(ordered[j, 0] - ordered[g, 0])) +
-                                  abs(I32(ordered[j, 1] - ordered[g, 1])) +
-                                  abs(I32(ordered[j, 2] - ordered[g, 2])) +
-                                  abs(I32(ordered[j, 3] - ordered[g, 3])))
-                    cross += abs(I32(ordered[j, 0] - ordered[g, U(last)]))
+                    cross = I32(cross + abs(I32(ordered[U(4 * i)] -
+                                                ordered[U(4 * i - 4 + last)])))
                 first = 0
                 for i in range(head):
                     first += total[U(scans[U(r), U(i)])]
@@ -1420,3 +1420,23 @@ def enter(top, bits, p, f, r, i, e, full):
     keep_two(top, (bits << RANK_BITS) + trial_rank(p, f, r, i, e))
     if not full:
         keep_two(top, (bits << RANK_BITS) + trial_rank(p, f, 1, i, e))
+
+
+@jit.export("void(uint8[:, :, ::1], int64[:, ::1], int64, int64, int32[:, :, :, ::1])")
+def workspaces(samples, grid, tile_w, tile_h, out):
+    """image.block_workspaces: out[b] (C, h+1, w+2) = the padded workspace of block
+    grid[b] (cost spec §1.4; 0 outside the block's tile of tile_w x tile_h)."""
+    height, width, ncomp = samples.shape
+    for b in range(grid.shape[0]):
+        ox, oy, bx, by = grid[b, 0], grid[b, 1], grid[b, 2], grid[b, 3]
+        w, h = grid[b, 4], grid[b, 5]
+        tw = min(tile_w, width - ox)
+        th = min(tile_h, height - oy)
+        for y in range(h + 1):
+            sy = by - 1 + y
+            row_inside = oy <= sy < oy + th
+            for x in range(w + 2):
+                sx = bx - 1 + x
+                inside = row_inside and ox <= sx < ox + tw
+                for c in range(ncomp):
+                    out[U(b), U(c), U(y), U(x)] = samples[U(sy), U(sx), U(c)] if inside else 0

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 
-from . import Tlg8Error
+from . import Tlg8Error, jit
 
 TILE_W = 8192
 TILE_H = 80
@@ -334,6 +334,12 @@ def block_workspaces(samples, grid):
     h = int(grid[0, 5])
     if not ((grid[:, 4] == w) & (grid[:, 5] == h)).all():
         raise ValueError("block_workspaces needs blocks of one size; group them first")
+    if jit.available() and samples.dtype == np.uint8 and len(grid):
+        from . import encode_kernels as kernels
+        ws = np.empty((len(grid), ncomp, h + 1, w + 2), np.int32)
+        kernels.workspaces(np.ascontiguousarray(samples),
+                           np.ascontiguousarray(grid, np.int64), TILE_W, TILE_H, ws)
+        return ws
     ws = np.empty((len(grid), h + 1, w + 2, ncomp), np.int32)
     # A workspace needs its tile's rows down to the block's own last one (prediction looks
     # up and left only), so the grid alone gives what to copy, whatever the tile height.

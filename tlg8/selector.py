@@ -154,7 +154,8 @@ class PairSelector:
         trials' bits from the exact cost model.
 
         Returns {"grid", "choices" (N, 5) = p, f, r, i, entropy, "bits" (N,), "trials"
-        (N,)} in tlg8.image.block_grid order; details=True adds "tried" (N, T, 4) in trial
+        (N,)} in tlg8.image.block_grid order; details=True (or "trials": without "top2")
+        adds "tried" (N, T, 4) in trial
         order (unused rows -1), "tried_bits", "tried_entropy" (N, T) and "top2" (N, 6, 2),
         each head's two best classes. timings (optional dict) accumulates seconds of
         "blocks", "features", "inference" and "trials". margins (of the beam search) do not
@@ -377,7 +378,8 @@ def select_workspaces(ws, model, max_trials=16, timings=None, details=False, eva
     evaluate(residuals, configs (N, T, 4)) -> (bits, entropy) (N, T) defaults to the exact
     cost model (tlg8.cost.block_configs_bits). Returns {"choices" (N, 5), "bits",
     "trials"}; details=True adds "tried", "tried_bits", "tried_entropy", "top2" and the
-    ranking "pairs" (N, K), "pair_scores", "option_logp" (N, P, 16).
+    ranking "pairs" (N, K), "pair_scores", "option_logp" (N, P, 16); details="trials" the
+    tried ones only (what the file-bytes pass reads).
     """
     max_trials = trials.check_max_trials(max_trials)
     ws = np.asarray(ws)
@@ -393,8 +395,9 @@ def select_workspaces(ws, model, max_trials=16, timings=None, details=False, eva
     out = {"choices": choices, "bits": chosen_bits,
            "trials": np.full(len(ws), tried.shape[1], np.int64)}
     if details:
+        out.update(tried=tried, tried_bits=bits, tried_entropy=entropy)
+    if details and details != "trials":
         heads = head_log_proba(pairs, scores, logp)
-        out.update(tried=tried, tried_bits=bits, tried_entropy=entropy,
-                   top2=top2_of_scores(heads),
-                   pairs=pairs, pair_scores=scores, option_logp=logp)
+        out.update(top2=top2_of_scores(heads), pairs=pairs, pair_scores=scores,
+                   option_logp=logp)
     return out

@@ -213,19 +213,22 @@ def two_rounds_callback(pairs, options, probe_pairs, probe_options, max_trials, 
 
 def empty_selection(n, max_trials, details):
     """Whole-image result arrays of a model's choose_image (unused trial rows: config -1,
-    bits the int64 maximum); `grid` is added by the caller."""
+    bits the int64 maximum); `grid` is added by the caller. details: False, True or
+    "trials" (the tried configurations without the heads' "top2")."""
     out = {"choices": np.zeros((n, 5), np.int64), "bits": np.zeros(n, np.int64),
            "trials": np.zeros(n, np.int64)}
     if details:
         out.update(tried=np.full((n, max_trials, 4), -1, np.int64),
                    tried_bits=np.full((n, max_trials), np.iinfo(np.int64).max, np.int64),
-                   tried_entropy=np.zeros((n, max_trials), np.int64),
-                   top2=np.zeros((n, len(HEADS), 2), np.int64))
+                   tried_entropy=np.zeros((n, max_trials), np.int64))
+    if details and details != "trials":
+        out.update(top2=np.zeros((n, len(HEADS), 2), np.int64))
     return out
 
 
 def store_selection(out, part, sel):
-    """Put one batch's results (the same keys, blocks `part`) into empty_selection arrays."""
+    """Put one batch's results (blocks `part`) into empty_selection arrays; keys the batch
+    has and the arrays do not (a model reporting more than asked) are left out."""
     for key, value in out.items():
         if key in ("tried", "tried_bits", "tried_entropy"):
             value[part, :sel[key].shape[1]] = sel[key]
