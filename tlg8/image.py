@@ -337,8 +337,10 @@ def block_workspaces(samples, grid):
     if jit.available() and samples.dtype == np.uint8 and len(grid):
         from . import encode_kernels as kernels
         ws = np.empty((len(grid), ncomp, h + 1, w + 2), np.int32)
+        # Tile height `height`: a workspace reads no row below its block, so only the
+        # tile tops (in the grid) matter, whatever the tiles' height.
         kernels.workspaces(np.ascontiguousarray(samples),
-                           np.ascontiguousarray(grid, np.int64), TILE_W, TILE_H, ws)
+                           np.ascontiguousarray(grid, np.int64), TILE_W, height, ws)
         return ws
     ws = np.empty((len(grid), h + 1, w + 2, ncomp), np.int32)
     # A workspace needs its tile's rows down to the block's own last one (prediction looks
