@@ -1,13 +1,20 @@
-"""Compiled kernels of the encoder's sequential loops (tlg8.jit; numba, optional).
+"""Compiled kernels of the encoder's loops (tlg8.jit; numba, optional).
 
 Plain scalar Python over NumPy arrays, compiled ahead of time by tlg8.jit when numba is
 installed. Each kernel has a NumPy path elsewhere that gives the same numbers (the
-callers choose with jit.available(); the tests compare the two):
+callers choose with jit.available(); test/test_encode_kernels.py compares the two):
 
 * lane_bits — cost.lane_bits: the per-block bit estimate (cost spec §6) of many
   sequences, optionally from given adaptive states (the file's rows carry them);
-* configs_bits — cost.block_configs_bits: given configurations of blocks, both
-  estimators, the better one.
+* configs_bits — cost.block_configs_bits: the trials, both estimators, the better one;
+* workspaces — image.block_workspaces;
+* block_stats, least_sad_pairs, scan_sums — features.block_residual_stats,
+  least_sad_pairs, pair_scan_features (the pair selector's statistics);
+* file_golomb_bits, viterbi — the file-bytes pass (filecost.choose_for_file): candidates'
+  Golomb-row bits and exit states coded straight from the image, the Viterbi;
+* search_blocks — search.search_blocks, the reference search (cost spec §7);
+* file_rows, index_costs, fit_counts, rows_bytes, write_rows — tlgfile.encode_tlg8's
+  Golomb rows, the fitted table (golombfit's costs and DP) and the rows' bits.
 
 Conventions: values are the coded values (int16 in, int64 inside), |v| <= 1023 (the coding
 stages give at most 637). A Golomb table comes as `kc` (8, STATES) int16, the k of each row
@@ -263,11 +270,6 @@ def configs_bits(residuals, configs, scans, kc, ratios, bits, entropy):
 # arithmetic to int64, and the casts let LLVM keep 8 values per AVX2 register.
 
 I32 = np.int32
-
-
-@jit.kernel
-def tdiv2_32(x):
-    return I32((x - (x >> 31)) >> 1)
 
 
 @jit.kernel
@@ -615,9 +617,10 @@ def block_residuals(ws, p, w, h, ncomp, res):
 @jit.kernel
 def row_layout(res, p, code, scans, reorder, ncomp, n, interleaved, out):
     """A block's coded values as its Golomb rows take them (file spec §5.4), from the
-    residuals res[p] (C, n) of its predictor, read in the order scans[reorder]: interleaved, the pixel-interleaved sequence; else
-    component after component, component 3 (C = 4) right after component 0 — it shares
-    component 0's row. Returns the length of the first row's part: C * n or n (or 2n)."""
+    residuals res[p] (C, n) of its predictor, read in the order scans[reorder]:
+    interleaved, the pixel-interleaved sequence; else component after component,
+    component 3 (C = 4) right after component 0 — it shares component 0's row. Returns
+    the length of the first row's part: C * n or n (or 2n)."""
     perm = code >> 4
     alpha = _ALPHA[(code >> 2) & 3]
     beta = _BETA[code & 3]

@@ -170,7 +170,7 @@ class _Export:
             if spec is None:
                 continue
             dtype, ndim, contiguous = spec
-            if not (type(arg).__name__ == "ndarray" and arg.dtype == dtype and
+            if not (isinstance(arg, _ndarray()) and arg.dtype == dtype and
                     arg.ndim == ndim and (arg.flags.c_contiguous or not contiguous)):
                 raise TypeError(f"{self.__name__}: argument {k} must be a "
                                 f"{'C-contiguous ' if contiguous else ''}{dtype} array "
@@ -179,6 +179,11 @@ class _Export:
 
     _check = True
     _specs = None
+
+
+def _ndarray():
+    import numpy as np
+    return np.ndarray
 
 
 def _array_specs(signature):
@@ -368,8 +373,13 @@ def _build(module, name, suffix):
         if not os.access(directory, os.W_OK):
             reasons.append(f"{directory}: not writable")
             continue
+        # The child imports the package from where this process found it.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         done = subprocess.run([sys.executable, "-m", "tlg8.jit", module, name, directory],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env)
         path = os.path.join(directory, name + suffix)
         if done.returncode == 0 and os.path.exists(path):
             return path, None
@@ -381,8 +391,9 @@ def _build(module, name, suffix):
 def _build_main(module, name, directory):
     """`python3 -m tlg8.jit MODULE NAME DIR`: compile MODULE's exported kernels into the
     extension module NAME in DIR (written under a temporary name, then renamed, so that
-    processes building at the same time never see half a file); older libraries of the
-    same module in DIR are removed."""
+    processes building at the same time never see half a file). In the module's own
+    __pycache__ older libraries of the module are removed (a shared cache may hold other
+    versions' ones)."""
     import glob
     import importlib
     import importlib.machinery
@@ -394,7 +405,14 @@ def _build_main(module, name, directory):
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     cc = CC(name, source_module=module)
     if not _cpu_identity().startswith("generic"):
-        cc.target_cpu = "host"          # this machine's CPU: the cache key names it
+        # This machine's CPU (the cache key names it), with exactly the features it
+        # reports, as numba's JIT compiles: a CPU model name alone may imply features a
+        # virtual machine does not offer.
+        from numba.core import codegen
+        if hasattr(codegen.CPUCodegen, "_get_host_cpu_features"):
+            codegen.AOTCPUCodegen._customize_tm_features = \
+                codegen.CPUCodegen._get_host_cpu_features
+            cc.target_cpu = "host"
     compiled = {}
     for export_name, export in library.exports.items():
         cc.export(export_name, export.signature)(_rebound(export.py_func, compiled, False))
@@ -406,6 +424,10 @@ def _build_main(module, name, directory):
         os.replace(os.path.join(build, name + suffix), target)
     finally:
         shutil.rmtree(build, ignore_errors=True)
+    own = os.path.join(os.path.dirname(os.path.abspath(sys.modules[module].__file__)),
+                       "__pycache__")
+    if os.path.abspath(directory) != own:
+        return
     prefix = name.rsplit("_", 1)[0] + "_"
     for old in glob.glob(os.path.join(directory, prefix + "*" + suffix)):
         if old != target and len(os.path.basename(old)) == len(name + suffix):
