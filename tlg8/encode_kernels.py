@@ -347,6 +347,22 @@ def sum_abs_difference(values, x, other, y, n):
     return total, nonzero
 
 
+@jit.kernel
+def neighbour_planes(ws, b, ncomp, w, h, own, na, nb, nc, nd):
+    """Block b of workspaces ws and its neighbours a (left), b (up), c (up-left), d
+    (up-right) as flat (C, n) planes, so that each predictor is one plain loop the
+    compiler vectorises."""
+    for c in range(ncomp):
+        for y in range(h):
+            for x in range(w):
+                i = U(y * w + x)
+                own[U(c), i] = ws[U(b), U(c), U(y + 1), U(x + 1)]
+                na[U(c), i] = ws[U(b), U(c), U(y + 1), U(x)]
+                nb[U(c), i] = ws[U(b), U(c), U(y), U(x + 1)]
+                nc[U(c), i] = ws[U(b), U(c), U(y), U(x)]
+                nd[U(c), i] = ws[U(b), U(c), U(y), U(x + 2)]
+
+
 @jit.export("void(int32[:, :, :, ::1], int16[:, :, :, ::1], uint16[:, :, ::1], "
             "uint16[:, :, ::1])")
 def block_stats(ws, residuals, sad, nonzero):
@@ -358,8 +374,7 @@ def block_stats(ws, residuals, sad, nonzero):
     h = hp - 1
     w = wp - 2
     n = h * w
-    # The block and its neighbours a (left), b (up), c (up-left), d (up-right) as flat
-    # (C, n) planes, so that each predictor is one plain loop the compiler vectorises.
+    # Work planes of neighbour_planes.
     own = np.empty((4, 64), np.int32)
     na = np.empty((4, 64), np.int32)
     nb = np.empty((4, 64), np.int32)
@@ -370,15 +385,7 @@ def block_stats(ws, residuals, sad, nonzero):
     three = np.empty((3, 64), np.int32)        # tdiv2(3 r_y)
     avg = np.empty((3, 64), np.int32)          # r_z - tdiv2(r_x + r_y)
     for b in range(n_blocks):
-        for c in range(ncomp):
-            for y in range(h):
-                for x in range(w):
-                    i = U(y * w + x)
-                    own[U(c), i] = ws[U(b), U(c), U(y + 1), U(x + 1)]
-                    na[U(c), i] = ws[U(b), U(c), U(y + 1), U(x)]
-                    nb[U(c), i] = ws[U(b), U(c), U(y), U(x + 1)]
-                    nc[U(c), i] = ws[U(b), U(c), U(y), U(x)]
-                    nd[U(c), i] = ws[U(b), U(c), U(y), U(x + 2)]
+        neighbour_planes(ws, b, ncomp, w, h, own, na, nb, nc, nd)
         for p in range(8):
             for c in range(ncomp):
                 predict_plane(p, own, na, nb, nc, nd, c, n, r)
@@ -1238,15 +1245,7 @@ def search_blocks(ws, exhaustive, kc, ratios, best, second):
     scans = REORDER if full else RASTER
     for b in range(n_blocks):
         # residuals, candidates, energies (§2, §3, §7.2)
-        for c in range(ncomp):
-            for y in range(h):
-                for x in range(w):
-                    i = U(y * w + x)
-                    own[U(c), i] = ws[U(b), U(c), U(y + 1), U(x + 1)]
-                    na[U(c), i] = ws[U(b), U(c), U(y + 1), U(x)]
-                    nb[U(c), i] = ws[U(b), U(c), U(y), U(x + 1)]
-                    nc[U(c), i] = ws[U(b), U(c), U(y), U(x)]
-                    nd[U(c), i] = ws[U(b), U(c), U(y), U(x + 2)]
+        neighbour_planes(ws, b, ncomp, w, h, own, na, nb, nc, nd)
         for p in range(8):
             e = 0
             for c in range(ncomp):
