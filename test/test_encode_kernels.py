@@ -119,6 +119,9 @@ class KernelsMatchNumPy(unittest.TestCase):
                     self.assertSame(both(feat.least_sad_pairs, sad, ws.shape[1], 32))
                     pairs = feat.least_sad_pairs(sad, ws.shape[1], 7)
                     self.assertSame(both(feat.pair_scan_features, res, pairs, w, h))
+                    # float32 measures: the same operations, bit for bit
+                    self.assertSame(both(feat.pair_features, sad, nonzero, pairs, w * h,
+                                         identity=False))
 
     def test_selector_choices(self):
         model = selector.default_model()
