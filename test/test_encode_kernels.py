@@ -242,6 +242,23 @@ class KernelsMatchNumPy(unittest.TestCase):
                 with self.assertRaises(TypeError):
                     kernels.lane_bits(*args)
 
+    def test_build_lock(self):
+        import tempfile
+        import threading
+        import time
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "lib.so")
+            open(path + ".lock", "w").close()           # another process is building
+            threading.Timer(0.3, lambda: open(path, "w").close()).start()
+            self.assertIsNone(jit._take_lock(path))     # waited for its library
+            os.remove(path)
+            old = time.time() - jit.BUILD_LOCK_STALE - 1
+            os.utime(path + ".lock", (old, old))        # ... until its builder died
+            fd = jit._take_lock(path)
+            self.assertIsInstance(fd, int)
+            os.close(fd)
+            self.assertTrue(os.path.exists(path + ".lock"))
+
     def test_signature_parsing(self):
         self.assertEqual(jit._array_specs("void(int16[:, ::1], int64, uint8[:], float32[::1])"),
                          [(np.dtype(np.int16), 2, True), None, (np.dtype(np.uint8), 1, False),
