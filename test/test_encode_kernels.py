@@ -119,6 +119,9 @@ class KernelsMatchNumPy(unittest.TestCase):
                     self.assertSame(both(feat.least_sad_pairs, sad, ws.shape[1], 32))
                     pairs = feat.least_sad_pairs(sad, ws.shape[1], 7)
                     self.assertSame(both(feat.pair_scan_features, res, pairs, w, h))
+                    # float32 measures: the same operations, bit for bit
+                    self.assertSame(both(feat.pair_features, sad, nonzero, pairs, w * h,
+                                         identity=False))
 
     def test_selector_choices(self):
         model = selector.default_model()
@@ -238,6 +241,23 @@ class KernelsMatchNumPy(unittest.TestCase):
             with self.subTest(argument=k, bad=(bad.dtype, bad.shape, bad.flags.c_contiguous)):
                 with self.assertRaises(TypeError):
                     kernels.lane_bits(*args)
+
+    def test_build_lock(self):
+        import tempfile
+        import threading
+        import time
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "lib.so")
+            open(path + ".lock", "w").close()           # another process is building
+            threading.Timer(0.3, lambda: open(path, "w").close()).start()
+            self.assertIsNone(jit._take_lock(path))     # waited for its library
+            os.remove(path)
+            old = time.time() - jit.BUILD_LOCK_STALE - 1
+            os.utime(path + ".lock", (old, old))        # ... until its builder died
+            fd = jit._take_lock(path)
+            self.assertIsInstance(fd, int)
+            os.close(fd)
+            self.assertTrue(os.path.exists(path + ".lock"))
 
     def test_signature_parsing(self):
         self.assertEqual(jit._array_specs("void(int16[:, ::1], int64, uint8[:], float32[::1])"),

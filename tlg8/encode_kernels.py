@@ -495,6 +495,41 @@ def least_sad_pairs(sad, ncomp, pair_sequence, out):
             out[U(b), U(j)] = heap[U(j)] & 1023
 
 
+F32 = np.float32
+
+
+@jit.export("void(uint16[:, :, ::1], uint16[:, :, ::1], int64[:, ::1], int64, int64, "
+            "int64[:, ::1], float32[:, :, ::1])")
+def pair_measures(sad, nonzero, pairs, ncomp, n, pair_sequence, out):
+    """features.pair_features(identity=False): the 13 measures (layout pairs-v1) of the
+    pairs pairs[b] of each block, out (N, K, 13) float32, by the same float32 operations
+    in the same order (so the same numbers; NumPy's log2 of float32 is libm's log2f, as
+    here). sad, nonzero: (N, 8, S) of block_stats."""
+    scale = F32(64 / n)
+    inverse = F32(1 / n)
+    one = F32(1)
+    for b in range(pairs.shape[0]):
+        for k in range(pairs.shape[1]):
+            pair = pairs[U(b), U(k)]
+            p = U(pair // 96)
+            f = U(pair % 96)
+            total = F32(0)
+            for c in range(4):
+                if c < ncomp:
+                    q = U(pair_sequence[f, U(c)])
+                    sc = F32(sad[U(b), p, q])
+                    zc = F32(nonzero[U(b), p, q])
+                    out[U(b), U(k), U(c)] = np.log2(one + sc * scale)
+                    out[U(b), U(k), U(4 + c)] = zc * inverse
+                    out[U(b), U(k), U(8 + c)] = np.log2(one + sc / max(zc, one))
+                    total = total + sc
+                else:
+                    out[U(b), U(k), U(c)] = 0
+                    out[U(b), U(k), U(4 + c)] = 0
+                    out[U(b), U(k), U(8 + c)] = 0
+            out[U(b), U(k), 12] = np.log2(one + total * scale)
+
+
 # ---------------------------------------------------------------------------------------
 # Scan features (features.scan_features): their integer sums
 

@@ -221,6 +221,14 @@ def pair_features(sad, nonzero, pairs, n, identity=True):
     n_blocks, k = pairs.shape
     ncomp = 4 if sad.shape[1] == N_SEQUENCES else 3
     n_seq = sad.shape[1]
+    if not identity and jit.available() and n_blocks and k:
+        from . import encode_kernels as kernels
+        out = np.empty((n_blocks, k, N_PAIR_MEASURES), np.float32)
+        kernels.pair_measures(np.ascontiguousarray(sad.transpose(2, 0, 1), np.uint16),
+                              np.ascontiguousarray(nonzero.transpose(2, 0, 1), np.uint16),
+                              np.ascontiguousarray(pairs, np.int64), ncomp, int(n),
+                              PAIR_SEQUENCE.astype(np.int64), out)
+        return out
     # Flat gathers from block-major copies of the (small) per-sequence statistics.
     seq = PAIR_SEQUENCE[pairs % stages.N_FILTERS, :ncomp]                     # (N, K, C)
     index = ((np.arange(n_blocks)[:, None] * stages.N_PREDICTORS

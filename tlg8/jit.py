@@ -373,19 +373,58 @@ def _build(module, name, suffix):
         if not os.access(directory, os.W_OK):
             reasons.append(f"{directory}: not writable")
             continue
-        # The child imports the package from where this process found it.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-        done = subprocess.run([sys.executable, "-m", "tlg8.jit", module, name, directory],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=env)
         path = os.path.join(directory, name + suffix)
+        lock = _take_lock(path)
+        if lock is None:
+            return path, None                 # another process built it meanwhile
+        try:
+            # The child imports the package from where this process found it.
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                          if p]))
+            done = subprocess.run([sys.executable, "-m", "tlg8.jit", module, name,
+                                   directory], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, env=env)
+        finally:
+            os.close(lock)
+            try:
+                os.remove(path + ".lock")
+            except OSError:
+                pass
         if done.returncode == 0 and os.path.exists(path):
             return path, None
         lines = done.stdout.strip().splitlines()
         return None, lines[-1] if lines else f"exit status {done.returncode}"
     return None, "; ".join(reasons) or "no cache directory"
+
+
+BUILD_LOCK_STALE = 15 * 60      # seconds: a build lock older than this is abandoned
+
+
+def _take_lock(path):
+    """The build lock of library `path` (a file descriptor), or None once another process
+    holding it has built the library: processes started together (--jobs workers, test
+    runners) then build it once, not each."""
+    import time
+    lock = path + ".lock"
+    while True:
+        try:
+            return os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        while os.path.exists(lock):
+            if os.path.exists(path):
+                return None
+            try:
+                if time.time() - os.stat(lock).st_mtime > BUILD_LOCK_STALE:
+                    os.remove(lock)           # its builder died: take over
+                    break
+            except OSError:
+                break
+            time.sleep(0.2)
+        if os.path.exists(path):
+            return None
 
 
 def _build_main(module, name, directory):
