@@ -1049,6 +1049,17 @@ def put_bits(out, state, value, length):
 
 
 @jit.kernel
+def row_code(m, kt, a, up, down, out, state, write):
+    """One value of a Golomb row: its Rice code at the row's state a (written when
+    `write`) and the state after it (file spec §7.2-§7.3). Returns (length, state, a)."""
+    value, length = rice_field(m, kt[U(min((a + 8) >> 4, 1024))])
+    if write:
+        state = put_bits(out, state, value, length)
+    rho = up if a < m else down
+    return length, state, a + (((16 * m - a) * rho + 8) >> 4)
+
+
+@jit.kernel
 def tile_rows(values, start, ktab, ratios, out, pos):
     """Write one tile's Golomb rows, row r = values[start[r]:start[r + 1]], from byte pos
     of out, zero-padded to a byte; return (bytes, bits). With an empty out only the bits
@@ -1067,13 +1078,9 @@ def tile_rows(values, start, ktab, ratios, out, pos):
         a = 0
         if not RUNLENGTH_ROW[r]:
             for j in range(j0, j1):
-                m = coded_magnitude(np.int64(values[U(j)]), False)
-                value, length = rice_field(m, kt[U(min((a + 8) >> 4, 1024))])
+                length, state, a = row_code(coded_magnitude(np.int64(values[U(j)]), False),
+                                            kt, a, up, down, out, state, write)
                 bits += length
-                if write:
-                    state = put_bits(out, state, value, length)
-                rho = up if a < m else down
-                a += ((16 * m - a) * rho + 8) >> 4
             continue
         live = values[U(j0)] != 0
         bits += 1
@@ -1091,13 +1098,9 @@ def tile_rows(values, start, ktab, ratios, out, pos):
                 state = put_bits(out, state, value, length)
             if live:
                 for i in range(j, e):
-                    m = coded_magnitude(np.int64(values[U(i)]), True)
-                    value, length = rice_field(m, kt[U(min((a + 8) >> 4, 1024))])
+                    length, state, a = row_code(coded_magnitude(np.int64(values[U(i)]), True),
+                                                kt, a, up, down, out, state, write)
                     bits += length
-                    if write:
-                        state = put_bits(out, state, value, length)
-                    rho = up if a < m else down
-                    a += ((16 * m - a) * rho + 8) >> 4
             j = e
     if write and state[2]:
         state = put_bits(out, state, np.int64(0), 8 - state[2])
