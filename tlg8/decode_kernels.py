@@ -214,6 +214,18 @@ def _golomb_value(buf, start, length, end, pos, k, tz8, cache_pos, cache):
     return g + 15, pos, error, cache_pos, cache
 
 
+@jit.kernel(inline=True, allocates=False)
+def _row_value(buf, start, length, end, pos, ktab, krow, a, up, down, tz8, cache_pos, cache):
+    """One mapped magnitude of a Golomb row at the row's state a, and the state after it
+    (§7.2-§7.3): (m, a, pos, error, cache_pos, cache); a is unchanged on an error."""
+    k = np.int64(ktab[krow + min((a + 8) >> 4, K_INDEX_LIMIT)])
+    m, pos, error, cache_pos, cache = _golomb_value(
+        buf, start, length, end, pos, k, tz8, cache_pos, cache)
+    if not error:
+        a += ((up if a < m else down) * ((m << 4) - a) + 8) >> 4
+    return m, a, pos, error, cache_pos, cache
+
+
 @jit.kernel(allocates=False)
 def _golomb_rows(buf, start, length, pos, counts, ktab, ratios, values, tz8, err, tile):
     """The values of one tile's Golomb rows (§7.4, §7.5), row after row from bit pos, into
@@ -235,13 +247,12 @@ def _golomb_rows(buf, start, length, pos, counts, ktab, ratios, values, tz8, err
         cache_pos, cache = np.int64(-64), np.int64(0)
         if not _RUNLENGTH_ROWS[row]:
             for i in range(base, base + n):
-                k = np.int64(ktab[krow + min((a + 8) >> 4, K_INDEX_LIMIT)])
-                m, pos, error, cache_pos, cache = _golomb_value(
-                    buf, start, length, end, pos, k, tz8, cache_pos, cache)
+                m, a, pos, error, cache_pos, cache = _row_value(
+                    buf, start, length, end, pos, ktab, krow, a, up, down, tz8, cache_pos,
+                    cache)
                 if error:
                     err[0] = error
                     return False
-                a += ((up if a < m else down) * ((m << 4) - a) + 8) >> 4
                 values[i] = -((m + 1) >> 1) if m & 1 else m >> 1
         else:
             nonzero = _window(buf, start, length, pos) & 1     # the row's flag
@@ -269,13 +280,12 @@ def _golomb_rows(buf, start, length, pos, counts, ktab, ratios, values, tz8, err
                     return False
                 if nonzero:
                     for i in range(base + filled, base + filled + run):
-                        k = np.int64(ktab[krow + min((a + 8) >> 4, K_INDEX_LIMIT)])
-                        m, pos, error, cache_pos, cache = _golomb_value(
-                            buf, start, length, end, pos, k, tz8, cache_pos, cache)
+                        m, a, pos, error, cache_pos, cache = _row_value(
+                            buf, start, length, end, pos, ktab, krow, a, up, down, tz8,
+                            cache_pos, cache)
                         if error:
                             err[0] = error
                             return False
-                        a += ((up if a < m else down) * ((m << 4) - a) + 8) >> 4
                         values[i] = (m + 1) >> 1 if m & 1 else -(m >> 1) - 1
                 else:
                     values[base + filled:base + filled + run] = 0
