@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from shared_data import IMAGES, TLGCONV, require_shared
-from tlg8 import encode
+from tlg8 import codec, encode
 from tlg8.tlgfile import decode_tlg8, read_header
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,14 +71,20 @@ class EncodeCli(unittest.TestCase):
         image = self.path("tall.png")
         Image.fromarray(rgb).save(image)
         files = []
-        for jobs in ("1", "2"):
+        for jobs in ("1", "2", "3"):
             out = self.path(f"tall{jobs}.tlg8")
             status, _, stderr = run([image, out, "--jobs", jobs, "--quiet"])
             self.assertEqual(status, 0, stderr)
             files.append(read_bytes(out))
         self.assertEqual(files[0], files[1])
+        self.assertEqual(files[0], files[2])
         self.assertEqual(read_header(files[0])["tile_h"], 200)
-        self.assertEqual(len(encode.choose_blocks(rgb, jobs=2)[0]), 3 * 75)
+        np.testing.assert_array_equal(decode_tlg8(files[0])[0], rgb)
+        # Bands of two tile rows and one: the file pass and the fitted table across bands.
+        for effort in (1, 3):
+            self.assertEqual(codec.encode_samples(rgb, effort=effort, jobs=2),
+                             codec.encode_samples(rgb, effort=effort))
+        self.assertEqual(len(codec.choose_blocks(rgb, jobs=2)[0]), 3 * 75)
 
     def test_stats_and_exhaustive(self):
         sizes = {}

@@ -19,7 +19,9 @@ Searches (`choose_blocks`):
 Every search but the reference stores the Golomb table fitted to its final choices
 (`encode_choices`).
 """
+import contextlib
 import os
+import signal
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from . import Tlg8Error, golombfit, stages, trials
 from .fileio import atomic_write
 from .image import BLOCK, TILE_H, TILE_W, block_grid
 from .tlgfile import (MAX_PIXELS, check_golomb_table, decode_tlg8, encode_tlg8,
-                      golomb_row_costs, read_tlg8_bytes)
+                      golomb_row_costs, join_bands, read_tlg8_bytes)
 
 SEARCHES = ("model", "reference", "exhaustive")
 # Effort levels of the model search: trials per block, and the settings of the file-bytes
@@ -76,15 +78,33 @@ def from_tlg8_order(samples, ncomp, keep_alpha=True):
 
 def choose_blocks(samples, search="model", model=None, max_trials=None, progress=None,
                   jobs=1, effort=DEFAULT_EFFORT):
-    """Per-block configurations of an image, in block_grid order.
+    """Per-block configurations of an image, in block_grid order: encode_blocks without
+    the file's bytes, (choices, estimated bits, trials per block or None)."""
+    return encode_blocks(samples, search, model, max_trials, progress, jobs, effort,
+                         write=False)[1:]
+
+
+def encode_samples(samples, search="model", model=None, max_trials=None, progress=None, jobs=1,
+                   effort=DEFAULT_EFFORT):
+    """TLG8 samples (H, W, C) -> .tlg8 file bytes (see encode_blocks)."""
+    return encode_blocks(samples, search, model, max_trials, progress, jobs, effort)[0]
+
+
+def encode_blocks(samples, search="model", model=None, max_trials=None, progress=None, jobs=1,
+                  effort=DEFAULT_EFFORT, write=True):
+    """An image's per-block configurations and, with `write`, its .tlg8 file.
 
     model: a loaded model (any kind of the model interface) for search "model"; None is the
     shipped one. effort: a key of EFFORTS; max_trials (default: the effort's) overrides its
-    trials per block. Returns (choices int64 (N, 5) = predictor, filter, reorder, interleave,
-    entropy; estimated bits int64 (N,); trials per block int64 (N,) or None if unknown).
-    progress: optional callable(number of blocks just finished). jobs > 1 splits the image
-    into bands of whole tile rows, one task each: tiles are coded independently, so the
-    choices are the same as with one process.
+    trials per block. Returns (the file's bytes or None; choices int64 (N, 5) = predictor,
+    filter, reorder, interleave, entropy; estimated bits int64 (N,); trials per block int64
+    (N,) or None if unknown), in block_grid order. progress: optional callable(number of
+    blocks just finished).
+
+    jobs > 1 splits the image into one band of whole tile rows per process (tiles are
+    coded independently). Every stage but two Golomb-table fits runs in the bands: the
+    choices, the file pass and the tile records. The tables are fitted to row costs summed
+    over the bands, so choices and bytes are the same for any `jobs`.
     """
     if search not in SEARCHES:
         raise EncodeError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -92,83 +112,175 @@ def choose_blocks(samples, search="model", model=None, max_trials=None, progress
         raise EncodeError(f"effort must be one of {', '.join(map(str, EFFORTS))}, not {effort!r}")
     max_trials = trials.check_max_trials(EFFORTS[effort][0] if max_trials is None
                                          else max_trials)
-    file_pass = EFFORTS[effort][1] if search == "model" else None
     if search == "model" and model is None:
         from .selector import default_model      # the model side of the codec, when used
         model = default_model()
-    # Tiles are coded independently, so bands of whole tile rows can be chosen apart. The
-    # Golomb table the file pass chooses with is fitted to the whole image's first choices
-    # (row costs add up over bands), so the choices do not depend on `jobs`.
     height, width = samples.shape[:2]
     tile_h = tile_height(width, height, search)
-    rows = max(tile_h, -(-height // (4 * jobs)) // tile_h * tile_h)
-    bands = [(y, min(height, y + rows)) for y in range(0, height, rows)] if jobs > 1 \
-        else [(0, height)]
-    if jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor      # only when used: start-up
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
-    try:
-        firsts = []
-        for (y0, y1), first in zip(bands, _run(pool, _first_choices, [
-                (samples[y0:y1], search, model, max_trials, file_pass is not None, tile_h,
-                 progress if pool is None else None) for y0, y1 in bands])):
-            firsts.append(first)
-            if pool is not None and progress is not None:
-                progress(len(block_grid(width, y1 - y0)))
-        if file_pass is not None:
-            table = golombfit.fit(DEFAULT_TABLE, sum(first[3] for first in firsts))
-            passed = _run(pool, _file_pass, [(samples[y0:y1], first[4], file_pass, table)
-                                             for (y0, y1), first in zip(bands, firsts)])
-            firsts = [choices_bits + first[2:] for choices_bits, first in zip(passed, firsts)]
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    choices, bits, counts = zip(*(first[:3] for first in firsts))
-    return (np.concatenate(choices), np.concatenate(bits),
+    job = {"samples": samples, "search": search, "model": model, "max_trials": max_trials,
+           "file_pass": EFFORTS[effort][1] if search == "model" else None, "tile_h": tile_h,
+           "fit": write and search != "reference"}
+    bands = _bands(width, height, tile_h, jobs)
+    # The file's table is fitted to the final choices' row costs: summed over bands, or by
+    # one band as it writes its file. The file pass chooses with a table fitted likewise to
+    # the first choices.
+    fit_here = job["fit"] and len(bands) > 1
+    with _band_processes(job, bands, progress) as run:
+        costs = run(_select, job["file_pass"] is not None or fit_here)
+        if job["file_pass"] is not None:
+            costs = run(_pass, golombfit.fit(DEFAULT_TABLE, sum(costs)), fit_here)
+        if not write:
+            table = False
+        elif fit_here:
+            table = golombfit.fit(DEFAULT_TABLE, sum(costs))
+        else:
+            table = None if job["fit"] else DEFAULT_TABLE
+        done = run(_finish, table)
+    choices, bits, counts, files = zip(*done)
+    data = join_bands(files) if write else None
+    return (data, np.concatenate(choices), np.concatenate(bits),
             None if counts[0] is None else np.concatenate(counts))
 
 
-def _run(pool, fn, calls):
-    """fn(*args) for each args of `calls`, in a pool's processes or (None) here; results in
-    order."""
-    if pool is None:
-        return (fn(*args) for args in calls)
-    return (task.result() for task in [pool.submit(fn, *args) for args in calls])
+def _bands(width, height, tile_h, jobs):
+    """At most `jobs` bands (y0, y1) of whole tile rows, of about equal numbers of blocks."""
+    rows = -(-height // tile_h)
+    jobs = min(jobs, rows)
+    cuts = [round(k * rows / jobs) * tile_h for k in range(jobs)] + [height]
+    return [(y0, min(y1, height)) for y0, y1 in zip(cuts, cuts[1:])]
 
 
-def _first_choices(samples, search, model, max_trials, details, tile_h, progress=None):
-    """One band's choices by its search, in tiles tile_h rows high: (choices, estimated
-    bits, trials or None, and with `details` the row costs of the choices (for fitting a
-    Golomb table) and what the model tried (for the file pass))."""
-    if search != "model":
+# One band's stages (encode_blocks), in the process that owns it: fn(job, band, *args),
+# band a dict that keeps its results between stages; they return what the parent gathers.
+
+def _select(job, band, costs, progress=None):
+    """The band's choices by its search; with `costs`, the row costs of those choices (for
+    fitting a Golomb table)."""
+    samples = job["samples"][band["y0"]:band["y1"]]
+    if job["search"] != "model":
         from . import search as block_search
-        _, best, _ = block_search.search_image(samples, search, progress=progress)
-        return best[:, :5], best[:, 5], None
-    grid = block_grid(samples.shape[1], samples.shape[0], tile_h)
-    sel = model.choose_image(samples, max_trials, progress=progress,
-                             details="trials" if details else False, grid=grid)
-    if not details:
-        return sel["choices"], sel["bits"], sel["trials"]
-    return (sel["choices"], sel["bits"], sel["trials"],
-            golomb_row_costs(samples, sel["choices"], tile_size=(TILE_W, tile_h)), sel)
+        _, best, _ = block_search.search_image(samples, job["search"], progress=progress)
+        band.update(choices=best[:, :5], bits=best[:, 5], trials=None)
+    else:
+        grid = block_grid(samples.shape[1], samples.shape[0], job["tile_h"])
+        sel = job["model"].choose_image(
+            samples, job["max_trials"], progress=progress,
+            details="trials" if job["file_pass"] is not None else False, grid=grid)
+        band.update(choices=sel["choices"], bits=sel["bits"], trials=sel["trials"], sel=sel)
+    return _row_costs(job, band) if costs else None
 
 
-def _file_pass(samples, sel, file_pass, table):
-    """(choices, estimated bits) for file bytes among the configurations the model tried
-    (tlg8.filecost), coded with `table`. The estimate of each chosen configuration comes
-    from its trial: the pass only picks configurations that were tried."""
+def _pass(job, band, table, costs):
+    """Choices for file bytes among the configurations the model tried (tlg8.filecost),
+    coded with `table`; the estimate of each comes from its trial (the pass only picks
+    configurations that were tried). With `costs`, returns the new choices' row costs."""
     from . import filecost
-    choices = filecost.choose_for_file(samples, sel["grid"], sel["tried"], sel["tried_bits"],
-                                       sel["tried_entropy"], golomb_table=table, **file_pass)
+    sel = band.pop("sel")
+    choices = filecost.choose_for_file(job["samples"][band["y0"]:band["y1"]], sel["grid"],
+                                       sel["tried"], sel["tried_bits"], sel["tried_entropy"],
+                                       golomb_table=table, **job["file_pass"])
     hit = (sel["tried"] == choices[:, None, :4]).all(axis=2)
-    return choices, sel["tried_bits"][np.arange(len(choices)), hit.argmax(axis=1)]
+    band.update(choices=choices, bits=sel["tried_bits"][np.arange(len(choices)),
+                                                       hit.argmax(axis=1)])
+    return _row_costs(job, band) if costs else None
 
 
-def encode_samples(samples, search="model", model=None, max_trials=None, progress=None, jobs=1,
-                   effort=DEFAULT_EFFORT):
-    """TLG8 samples (H, W, C) -> .tlg8 file bytes (see choose_blocks)."""
-    choices, _, _ = choose_blocks(samples, search, model, max_trials, progress, jobs, effort)
-    return encode_choices(samples, choices, search)
+def _row_costs(job, band):
+    return golomb_row_costs(job["samples"][band["y0"]:band["y1"]], band["choices"],
+                            tile_size=(TILE_W, job["tile_h"]))
+
+
+def _finish(job, band, table):
+    """(choices, bits, trials, the band's own .tlg8 file coded with `table`: None fits
+    one, False writes none)."""
+    data = None
+    if table is not False:
+        data = encode_tlg8(job["samples"][band["y0"]:band["y1"]], band["choices"],
+                           golomb_table=table, tile_size=(TILE_W, job["tile_h"]),
+                           fit_table=table is None)
+    return band["choices"], band["bits"], band["trials"], data
+
+
+@contextlib.contextmanager
+def _band_processes(job, bands, progress):
+    """run(stage, *args) -> [stage(job, band, *args) for each band], each band in its own
+    process: the first here, the others in processes forked now, which inherit `job` (no
+    copies are sent) and keep their band's results between stages (only what a stage
+    returns comes back). Without fork (Windows) every band runs here. progress gets each
+    band's blocks: this process's as they are chosen, the others' as they arrive."""
+    import multiprocessing
+    forks = len(bands) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    here = [{"y0": y0, "y1": y1} for y0, y1 in (bands[:1] if forks else bands)]
+    children = []
+
+    def run(stage, *args):
+        for _, conn, _ in children:
+            conn.send((stage, args))
+        out = [stage(job, band, *args, **({"progress": progress} if stage is _select else {}))
+               for band in here]
+        for _, conn, blocks in children:
+            try:
+                ok, value = conn.recv()
+            except (EOFError, OSError):
+                raise EncodeError("an encoder process ended before its band was done") \
+                    from None
+            if not ok:
+                raise value
+            if stage is _select and progress is not None:
+                progress(blocks)
+            out.append(value)
+        return out
+
+    try:
+        if forks:
+            from . import jit
+            if jit.available():
+                jit.load("tlg8.encode_kernels")     # once, before forking
+            context = multiprocessing.get_context("fork")
+            for y0, y1 in bands[1:]:
+                conn, child_end = context.Pipe()
+                # The child closes its copies of the parent's ends, so that it sees the end
+                # of its pipe whenever the parent goes.
+                ends = [c for _, c, _ in children] + [conn]
+                proc = context.Process(target=_serve, args=(child_end, ends, job, y0, y1),
+                                       daemon=True)
+                proc.start()
+                child_end.close()
+                children.append((proc, conn, len(block_grid(job["samples"].shape[1],
+                                                             y1 - y0, job["tile_h"]))))
+        yield run
+    except BaseException:
+        for proc, _, _ in children:     # a failed or interrupted encode ends now
+            proc.kill()
+        raise
+    finally:
+        for proc, conn, _ in children:
+            conn.close()                # ends an idle child's wait for its next stage
+            proc.join()
+
+
+def _serve(conn, parent_ends, job, y0, y1):
+    """A band process: runs the stages the parent sends until it closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for end in parent_ends:
+        end.close()
+    band = {"y0": y0, "y1": y1}
+    while True:
+        try:
+            stage, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            reply = (True, stage(job, band, *args))
+        except Exception as e:          # the parent raises it
+            reply = (False, e)
+        try:
+            conn.send(reply)
+        except OSError:                 # the parent has gone
+            return
+        except Exception:               # an exception that does not pickle
+            conn.send((False, EncodeError(f"{type(reply[1]).__name__}: {reply[1]}")))
 
 
 def encode_choices(samples, choices, search):

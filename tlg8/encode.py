@@ -5,7 +5,7 @@
                 [--stats] [--quiet]
     python3 -m tlg8.encode IMAGE OUT.tlg8 ...          (the same command)
 
-Searches (tlg8.codec.choose_blocks): `model` (the default) uses the pair selector shipped
+Searches (tlg8.codec.encode_blocks): `model` (the default) uses the pair selector shipped
 with the package, or the model file given with --model, at most --max-trials trials per
 block; `reference` is the reference encoder's search (tlgconv's bytes); `exhaustive` tries
 every configuration. Outputs default to the input's name with .tlg8 (in --out-dir when
@@ -25,8 +25,7 @@ if __name__ == "__main__":
 import numpy as np
 
 from . import Tlg8Error, cli, stages
-from .codec import (DEFAULT_EFFORT, EFFORTS, SEARCHES, EncodeError, choose_blocks,
-                    encode_choices)
+from .codec import DEFAULT_EFFORT, EFFORTS, SEARCHES, EncodeError, encode_blocks
 from .fileio import atomic_write
 from .image import MAX_PIXELS, block_batches, block_grid, block_workspaces, read_image
 
@@ -129,13 +128,9 @@ def _encode_one(path, out, args, model):
 
     start = time.perf_counter()
     with cli.progress(nblocks, args.quiet, desc=f"{args.search} search", leave=False) as bar:
-        choices, bits, trials = choose_blocks(samples, args.search, model, args.max_trials,
-                                              progress=bar.update, jobs=args.jobs,
-                                              effort=args.effort)
-    times["search"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    data = encode_choices(samples, choices, args.search)
+        data, choices, bits, trials = encode_blocks(samples, args.search, model,
+                                                    args.max_trials, progress=bar.update,
+                                                    jobs=args.jobs, effort=args.effort)
     times["encode"] = time.perf_counter() - start
     start = time.perf_counter()
     try:
@@ -156,7 +151,7 @@ def _encode_one(path, out, args, model):
         print(f"file bytes     {len(data)}")
         print(f"time           {total:.2f} s: " + ", ".join(
             f"{k} {v:.2f}" for k, v in times.items())
-              + f"; {1000 * times['search'] / nblocks:.3f} ms/block search")
+              + f"; {1000 * times['encode'] / nblocks:.3f} ms/block")
     elif not args.quiet:
         print(f"{out}: {width} x {height}, {ncomp} components, {nblocks} blocks, "
               f"{len(data)} bytes ({args.search} search"

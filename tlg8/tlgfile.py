@@ -636,6 +636,28 @@ def _compiled_row_costs(samples, tiles, per_tile, choices, table):
     return cost
 
 
+def join_bands(files):
+    """One .tlg8 file of bands coded apart: files of the image's bands of whole tile rows,
+    top to bottom, with one tile size and Golomb table (tiles are coded independently,
+    §3.3, so the image's file is their tile records under its own header)."""
+    if len(files) == 1:
+        return files[0]
+    headers = [read_header(data) for data in files]
+    first = headers[0]
+    for hdr in headers[1:]:
+        for key in ("ncomp", "width", "tile_w", "tile_h", "golomb_table"):
+            if hdr[key] != first[key]:
+                raise ValueError(f"bands differ in {key}: {first[key]} and {hdr[key]}")
+    for hdr in headers[:-1]:
+        if hdr["height"] % hdr["tile_h"]:
+            raise ValueError(f"a band of {hdr['height']} rows is not whole tiles of "
+                             f"{hdr['tile_h']}")
+    height = sum(hdr["height"] for hdr in headers)
+    return b"".join([_header(first["ncomp"], first["width"], height, first["tile_w"],
+                             first["tile_h"], first["golomb_table"])]
+                    + [data[hdr["offset"]:] for data, hdr in zip(files, headers)])
+
+
 def _compiled_rows(samples, tiles, tile_first, choices, t0, t1):
     """The Golomb rows of tiles t0..t1 (kernels.file_rows): their values int16 and each
     tile's row starts (T, 9)."""
