@@ -9,30 +9,25 @@ import numpy as np
 from tlg8 import Tlg8Error, codec, tlgfile
 from tlg8.selector import default_model
 
-MARK = 7        # a band whose first sample is MARK makes the test models below misbehave
-
-
 def tall_image(rows=600, width=20, seed=4):
     """Three tiles of 200 rows (codec.tile_height): bands of two tile rows and one."""
     rng = np.random.default_rng(seed)
-    rgb = np.clip(rng.normal(120, 30, (rows, width, 3)), 0, 255).astype(np.uint8)
-    rgb[rgb == MARK] = MARK + 1
-    return rgb
+    return np.clip(rng.normal(120, 30, (rows, width, 3)), 0, 255).astype(np.uint8)
 
 
 class FailingModel:
-    """The shipped model, but a band starting with MARK raises (how=raise) or ends its
-    process (how=exit)."""
+    """The shipped model, but the process choosing the image's first block (where="first")
+    or any other process (where="later") raises (how="raise") or ends (how="exit")."""
 
-    def __init__(self, how):
-        self.model, self.how = default_model(), how
+    def __init__(self, how, where="later"):
+        self.model, self.how, self.where = default_model(), how, where
 
-    def choose_image(self, samples, *args, **options):
-        if samples[0, 0, 0] == MARK:
+    def choose_image(self, samples, *args, grid=None, **options):
+        if (grid[0, 2:4] == 0).all() == (self.where == "first"):
             if self.how == "exit":
                 os._exit(3)
             raise Tlg8Error("this band is refused")
-        return self.model.choose_image(samples, *args, **options)
+        return self.model.choose_image(samples, *args, grid=grid, **options)
 
 
 class Bands(unittest.TestCase):
@@ -62,6 +57,15 @@ class Bands(unittest.TestCase):
         self.assertEqual(codec._bands(20, 600, 200, 9), [(0, 200), (200, 400), (400, 600)])
         self.assertEqual(codec._bands(20, 1024, 256, 2), [(0, 512), (512, 1024)])
         self.assertEqual(codec._bands(20, 70, 80, 4), [(0, 70)])
+        # The model's blocks are shared out evenly; the other searches keep whole tiles.
+        grid = codec.block_grid(20, 600, 200)
+        bands = codec._bands(20, 600, 200, 2)
+        self.assertEqual([p["band"] for p in codec._parts(grid, bands, "model")],
+                         [(0, 150), (150, 225)])
+        self.assertEqual([p["select"] for p in codec._parts(grid, bands, "model")],
+                         [(0, 112), (112, 225)])
+        self.assertEqual([p["select"] for p in codec._parts(grid, bands, "reference")],
+                         [(0, 150), (150, 225)])
 
     def test_join_bands_is_the_whole_files_header_over_the_band_records(self):
         rgb = tall_image(rows=90)
@@ -81,18 +85,15 @@ class Bands(unittest.TestCase):
 
     def test_a_bands_error_reaches_the_caller_and_no_process_is_left(self):
         rgb = tall_image()
-        rgb[400, 0, 0] = MARK               # the second band's first sample
         for how, message in (("raise", "this band is refused"),
                              ("exit", "ended before its band was done")):
             with self.assertRaisesRegex(Tlg8Error, message):
                 codec.encode_samples(rgb, model=FailingModel(how), jobs=2)
             self.assertEqual(multiprocessing.active_children(), [])
-        # Here, in the first band, the error is the same.
-        rgb[0, 0, 0] = MARK
+        # Here, in the first part, the error is the same.
         with self.assertRaisesRegex(Tlg8Error, "this band is refused"):
-            codec.encode_samples(rgb, model=FailingModel("raise"), jobs=2)
+            codec.encode_samples(rgb, model=FailingModel("raise", "first"), jobs=2)
         self.assertEqual(multiprocessing.active_children(), [])
-
 
 if __name__ == "__main__":
     unittest.main()

@@ -82,6 +82,19 @@ class CommandTest(unittest.TestCase):
         self.assertEqual(sum(info["histograms"]["predictor"]), 9)
         self.assertEqual(sum(info["stream_modes"]["filter"].values()), info["tiles"])
 
+    def test_a_closed_stdout_ends_the_command_quietly(self):
+        out = os.path.join(self.dir, "x.tlg8")
+        self.assertEqual(run("encode", self.png, out, "--quiet")[0], 0)
+        read_end, write_end = os.pipe()
+        os.close(read_end)                      # as `tlg8 info ... | head` once head ends
+        try:
+            proc = subprocess.run([sys.executable, "-m", "tlg8", "info", out, out],
+                                  stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                  timeout=60)
+        finally:
+            os.close(write_end)
+        self.assertEqual((proc.returncode, proc.stderr), (141, ""))
+
     def test_info_on_the_reference_files(self):
         require_shared("data/tlgconv/dko_sss.tlg8")
         status, text, _ = run("info", os.path.join(TLGCONV, "dko_sss.tlg8"),

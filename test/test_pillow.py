@@ -41,6 +41,15 @@ class PillowPluginTest(unittest.TestCase):
                 with Image.open(path) as back:
                     self.assertEqual(back.format, "TLG8")
                     np.testing.assert_array_equal(np.asarray(back), pixels)
+            # jobs: the same file from two processes (a tall image: several tile rows)
+            tall = Image.fromarray(random_image(6, 520, 12, 3))
+            files = []
+            for jobs in (1, 2):
+                path = os.path.join(tmp, f"j{jobs}.tlg8")
+                tall.save(path, jobs=jobs)
+                with open(path, "rb") as f:
+                    files.append(f.read())
+            self.assertEqual(files[0], files[1])
 
     def test_other_modes_are_converted(self):
         grey = Image.fromarray(random_image(2, 8, 9, 1)[..., 0], "L")

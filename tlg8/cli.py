@@ -38,6 +38,7 @@ def one_blas_thread():
             os.environ.setdefault(name, "1")
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+EXIT_SIGPIPE = 141
 
 
 class Terminated(BaseException):
@@ -104,7 +105,7 @@ def _terminate(signum, frame):
 
 def run(body):
     """Exit status of body(): 0 or its own, 1 on a Tlg8Error or OSError (one line),
-    130 on SIGINT, 143 on SIGTERM (one line "interrupted")."""
+    130 on SIGINT, 143 on SIGTERM (one line "interrupted"), 141 when stdout is closed."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return body() or 0
@@ -117,6 +118,11 @@ def run(body):
     except Tlg8Error as e:
         error(e)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # stdout was closed (`tlg8 info *.tlg8 | head`): stop quietly, as a filter does,
+        # and keep the interpreter's last flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGPIPE
     except OSError as e:
         error(os_error(e))
         return EXIT_ERROR

@@ -7,7 +7,7 @@
 Arrays in RGB(A) order (Pillow's) are what users hold; the codec's own order is TLG8's
 (R, G, B or A, R, G, B: `to_tlg8_order`, `from_tlg8_order`).
 
-Searches (`choose_blocks`):
+Searches (`encode_blocks`, `choose_blocks`):
 * model      - a model's choices with at most max_trials trials per block: the shipped pair
                selector (tlg8.selector.default_model) unless a loaded model is given; at
                effort >= 2 the configurations it tried are then chosen among for file
@@ -101,10 +101,11 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
     (N,) or None if unknown), in block_grid order. progress: optional callable(number of
     blocks just finished).
 
-    jobs > 1 splits the image into one band of whole tile rows per process (tiles are
-    coded independently). Every stage but two Golomb-table fits runs in the bands: the
-    choices, the file pass and the tile records. The tables are fitted to row costs summed
-    over the bands, so choices and bytes are the same for any `jobs`.
+    jobs > 1 runs every stage but two Golomb-table fits in that many processes (_parts):
+    the model's choices of an even share of the blocks each; then, in bands of whole tile
+    rows (tiles are coded independently), the row costs, the file pass and each band's own
+    file, whose tile records make the image's (tlgfile.join_bands). The tables are fitted
+    to row costs summed over the bands, so choices and bytes are the same for any `jobs`.
     """
     if search not in SEARCHES:
         raise EncodeError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -117,29 +118,29 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
         model = default_model()
     height, width = samples.shape[:2]
     tile_h = tile_height(width, height, search)
-    job = {"samples": samples, "search": search, "model": model, "max_trials": max_trials,
-           "file_pass": EFFORTS[effort][1] if search == "model" else None, "tile_h": tile_h,
-           "fit": write and search != "reference"}
+    grid = block_grid(width, height, tile_h)
+    file_pass = EFFORTS[effort][1] if search == "model" else None
     bands = _bands(width, height, tile_h, jobs)
-    # The file's table is fitted to the final choices' row costs: summed over bands, or by
-    # one band as it writes its file. The file pass chooses with a table fitted likewise to
-    # the first choices.
-    fit_here = job["fit"] and len(bands) > 1
-    with _band_processes(job, bands, progress) as run:
-        costs = run(_select, job["file_pass"] is not None or fit_here)
-        if job["file_pass"] is not None:
-            costs = run(_pass, golombfit.fit(DEFAULT_TABLE, sum(costs)), fit_here)
-        if not write:
-            table = False
-        elif fit_here:
-            table = golombfit.fit(DEFAULT_TABLE, sum(costs))
-        else:
-            table = None if job["fit"] else DEFAULT_TABLE
-        done = run(_finish, table)
-    choices, bits, counts, files = zip(*done)
-    data = join_bands(files) if write else None
-    return (data, np.concatenate(choices), np.concatenate(bits),
-            None if counts[0] is None else np.concatenate(counts))
+    job = {"samples": samples, "search": search, "model": model, "max_trials": max_trials,
+           "file_pass": file_pass, "tile_h": tile_h, "grid": grid,
+           "selection": _selection(len(grid), search, max_trials, file_pass,
+                                   shared=len(bands) > 1)}
+    # The file's table is fitted to the final choices' row costs: summed over the bands,
+    # or by a single band as it writes its file. The file pass chooses with a table fitted
+    # likewise to the first choices.
+    fit = write and search != "reference"
+    with _band_processes(job, _parts(grid, bands, search), progress) as run:
+        run(_select)
+        if file_pass is not None:
+            run(_pass, golombfit.fit(DEFAULT_TABLE, sum(run(_row_costs))))
+        files = None
+        if write and fit and len(bands) > 1:
+            files = run(_finish, golombfit.fit(DEFAULT_TABLE, sum(run(_row_costs))))
+        elif write:
+            files = run(_finish, None if fit else DEFAULT_TABLE)
+    sel = job["selection"]
+    return (join_bands(files) if write else None, np.array(sel["choices"]),
+            np.array(sel["bits"]), np.array(sel["trials"]) if "trials" in sel else None)
 
 
 def _bands(width, height, tile_h, jobs):
@@ -150,74 +151,106 @@ def _bands(width, height, tile_h, jobs):
     return [(y0, min(y1, height)) for y0, y1 in zip(cuts, cuts[1:])]
 
 
-# One band's stages (encode_blocks), in the process that owns it: fn(job, band, *args),
-# band a dict that keeps its results between stages; they return what the parent gathers.
+def _parts(grid, bands, search):
+    """Each process's share of the work: its band's "rows" (y0, y1) and the "band"'s
+    blocks (c, d) in `grid`, and the blocks it "select"s (a, b). The model chooses each
+    block apart from the others, so its blocks are shared out evenly across tile rows; the
+    other searches, the file pass and the file's records work on whole tiles."""
+    n, jobs = len(grid), len(bands)
+    first = np.searchsorted(grid[:, 1], [y0 for y0, _ in bands] + [grid[-1, 1] + 1]).tolist()
+    return [{"rows": rows, "band": (first[k], first[k + 1]),
+             "select": (n * k // jobs, n * (k + 1) // jobs) if search == "model"
+             else (first[k], first[k + 1])} for k, rows in enumerate(bands)]
 
-def _select(job, band, costs, progress=None):
-    """The band's choices by its search; with `costs`, the row costs of those choices (for
-    fitting a Golomb table)."""
-    samples = job["samples"][band["y0"]:band["y1"]]
+
+def _selection(n, search, max_trials, file_pass, shared):
+    """The arrays the stages fill, for n blocks: the selection's choices, bits, trials and
+    (for the file pass) what was tried; in memory shared with processes forked later when
+    `shared`."""
+    def empty(n):
+        if search == "model":
+            return trials.empty_selection(n, max_trials,
+                                          "trials" if file_pass is not None else False)
+        return {"choices": np.zeros((n, 5), np.int64), "bits": np.zeros(n, np.int64)}
+    if not shared:
+        return empty(n)
+    import mmap
+    out = {}
+    for key, row in empty(1).items():           # each block's row is the same
+        memory = mmap.mmap(-1, max(1, n * row.nbytes))     # anonymous: MAP_SHARED
+        out[key] = np.frombuffer(memory, row.dtype, n * row.size).reshape((n,) + row.shape[1:])
+        out[key][...] = row
+    return out
+
+
+# The stages of encode_blocks, each run by every process on its part (_parts):
+# fn(job, part, *args). They fill job["selection"] and return what the parent gathers.
+
+def _select(job, part, progress=None):
+    """The choices of the part's blocks by the search (and what the model tried)."""
+    a, b = part["select"]
+    out = job["selection"]
     if job["search"] != "model":
         from . import search as block_search
-        _, best, _ = block_search.search_image(samples, job["search"], progress=progress)
-        band.update(choices=best[:, :5], bits=best[:, 5], trials=None)
-    else:
-        grid = block_grid(samples.shape[1], samples.shape[0], job["tile_h"])
-        sel = job["model"].choose_image(
-            samples, job["max_trials"], progress=progress,
-            details="trials" if job["file_pass"] is not None else False, grid=grid)
-        band.update(choices=sel["choices"], bits=sel["bits"], trials=sel["trials"], sel=sel)
-    return _row_costs(job, band) if costs else None
+        y0, y1 = part["rows"]
+        _, best, _ = block_search.search_image(job["samples"][y0:y1], job["search"],
+                                               progress=progress)
+        out["choices"][a:b], out["bits"][a:b] = best[:, :5], best[:, 5]
+        return
+    sel = job["model"].choose_image(
+        job["samples"], job["max_trials"], progress=progress,
+        details="trials" if job["file_pass"] is not None else False, grid=job["grid"][a:b])
+    trials.store_selection(out, slice(a, b), sel)
 
 
-def _pass(job, band, table, costs):
-    """Choices for file bytes among the configurations the model tried (tlg8.filecost),
-    coded with `table`; the estimate of each comes from its trial (the pass only picks
-    configurations that were tried). With `costs`, returns the new choices' row costs."""
-    from . import filecost
-    sel = band.pop("sel")
-    choices = filecost.choose_for_file(job["samples"][band["y0"]:band["y1"]], sel["grid"],
-                                       sel["tried"], sel["tried_bits"], sel["tried_entropy"],
-                                       golomb_table=table, **job["file_pass"])
-    hit = (sel["tried"] == choices[:, None, :4]).all(axis=2)
-    band.update(choices=choices, bits=sel["tried_bits"][np.arange(len(choices)),
-                                                       hit.argmax(axis=1)])
-    return _row_costs(job, band) if costs else None
-
-
-def _row_costs(job, band):
-    return golomb_row_costs(job["samples"][band["y0"]:band["y1"]], band["choices"],
+def _row_costs(job, part):
+    """The row costs of the band's choices (for fitting a Golomb table)."""
+    (y0, y1), (c, d) = part["rows"], part["band"]
+    return golomb_row_costs(job["samples"][y0:y1], job["selection"]["choices"][c:d],
                             tile_size=(TILE_W, job["tile_h"]))
 
 
-def _finish(job, band, table):
-    """(choices, bits, trials, the band's own .tlg8 file coded with `table`: None fits
-    one, False writes none)."""
-    data = None
-    if table is not False:
-        data = encode_tlg8(job["samples"][band["y0"]:band["y1"]], band["choices"],
-                           golomb_table=table, tile_size=(TILE_W, job["tile_h"]),
-                           fit_table=table is None)
-    return band["choices"], band["bits"], band["trials"], data
+def _pass(job, part, table):
+    """The band's choices for file bytes among the configurations the model tried
+    (tlg8.filecost), coded with `table`; the estimate of each comes from its trial (the
+    pass only picks configurations that were tried)."""
+    from . import filecost
+    (y0, y1), (c, d) = part["rows"], part["band"]
+    sel = {key: value[c:d] for key, value in job["selection"].items()}
+    samples = job["samples"][y0:y1]
+    choices = filecost.choose_for_file(
+        samples, block_grid(samples.shape[1], y1 - y0, job["tile_h"]), sel["tried"],
+        sel["tried_bits"], sel["tried_entropy"], golomb_table=table, **job["file_pass"])
+    hit = (sel["tried"] == choices[:, None, :4]).all(axis=2)
+    sel["choices"][...] = choices
+    sel["bits"][...] = sel["tried_bits"][np.arange(len(choices)), hit.argmax(axis=1)]
+
+
+def _finish(job, part, table):
+    """The band's own .tlg8 file, coded with `table` (None: a fitted one)."""
+    (y0, y1), (c, d) = part["rows"], part["band"]
+    return encode_tlg8(job["samples"][y0:y1], job["selection"]["choices"][c:d],
+                       golomb_table=table, tile_size=(TILE_W, job["tile_h"]),
+                       fit_table=table is None)
 
 
 @contextlib.contextmanager
-def _band_processes(job, bands, progress):
-    """run(stage, *args) -> [stage(job, band, *args) for each band], each band in its own
+def _band_processes(job, parts, progress):
+    """run(stage, *args) -> [stage(job, part, *args) for each part], each part in its own
     process: the first here, the others in processes forked now, which inherit `job` (no
-    copies are sent) and keep their band's results between stages (only what a stage
-    returns comes back). Without fork (Windows) every band runs here. progress gets each
-    band's blocks: this process's as they are chosen, the others' as they arrive."""
+    copies are sent; they fill its shared arrays). Without fork (Windows) every part runs
+    here. progress gets the blocks each part selects: this process's as they are chosen,
+    the others' as they arrive."""
     import multiprocessing
-    forks = len(bands) > 1 and "fork" in multiprocessing.get_all_start_methods()
-    here = [{"y0": y0, "y1": y1} for y0, y1 in (bands[:1] if forks else bands)]
+    forks = len(parts) > 1 and "fork" in multiprocessing.get_all_start_methods()
+    here = parts[:1] if forks else parts
     children = []
 
     def run(stage, *args):
         for _, conn, _ in children:
             conn.send((stage, args))
-        out = [stage(job, band, *args, **({"progress": progress} if stage is _select else {}))
-               for band in here]
+        out = [stage(job, part, *args, **({"progress": progress} if stage is _select else {}))
+               for part in here]
         for _, conn, blocks in children:
             try:
                 ok, value = conn.recv()
@@ -237,17 +270,16 @@ def _band_processes(job, bands, progress):
             if jit.available():
                 jit.load("tlg8.encode_kernels")     # once, before forking
             context = multiprocessing.get_context("fork")
-            for y0, y1 in bands[1:]:
+            for part in parts[1:]:
                 conn, child_end = context.Pipe()
                 # The child closes its copies of the parent's ends, so that it sees the end
                 # of its pipe whenever the parent goes.
                 ends = [c for _, c, _ in children] + [conn]
-                proc = context.Process(target=_serve, args=(child_end, ends, job, y0, y1),
+                proc = context.Process(target=_serve, args=(child_end, ends, job, part),
                                        daemon=True)
                 proc.start()
                 child_end.close()
-                children.append((proc, conn, len(block_grid(job["samples"].shape[1],
-                                                             y1 - y0, job["tile_h"]))))
+                children.append((proc, conn, part["select"][1] - part["select"][0]))
         yield run
     except BaseException:
         for proc, _, _ in children:     # a failed or interrupted encode ends now
@@ -259,20 +291,19 @@ def _band_processes(job, bands, progress):
             proc.join()
 
 
-def _serve(conn, parent_ends, job, y0, y1):
+def _serve(conn, parent_ends, job, part):
     """A band process: runs the stages the parent sends until it closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for end in parent_ends:
         end.close()
-    band = {"y0": y0, "y1": y1}
     while True:
         try:
             stage, args = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            reply = (True, stage(job, band, *args))
+            reply = (True, stage(job, part, *args))
         except Exception as e:          # the parent raises it
             reply = (False, e)
         try:
@@ -310,9 +341,12 @@ def tile_height(width, height, search="model"):
     return max(TILE_H, min(rows, widest))
 
 
-def write(path, array, search="model", max_trials=None, model=None, effort=DEFAULT_EFFORT):
-    """Write an RGB or RGBA uint8 array (H, W, 3|4) as a .tlg8 file, atomically."""
-    data = encode_samples(to_tlg8_order(array), search, model, max_trials, effort=effort)
+def write(path, array, search="model", max_trials=None, model=None, effort=DEFAULT_EFFORT,
+          jobs=1):
+    """Write an RGB or RGBA uint8 array (H, W, 3|4) as a .tlg8 file, atomically (jobs:
+    processes, as encode_blocks; the file is the same for any)."""
+    data = encode_samples(to_tlg8_order(array), search, model, max_trials, jobs=jobs,
+                          effort=effort)
     atomic_write(path, lambda tmp: _write_bytes(tmp, data))
 
 

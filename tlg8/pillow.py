@@ -10,7 +10,8 @@ Files are recognised by their signature (the TLG8 magic, or the TLG0 "sds" conta
 wraps it), not by their name; the extensions .tlg8 and .tlg are registered for saving. A
 file with four components opens as RGBA (alpha kept even when it is all 255), three as RGB.
 Save parameters: `search` ("model", "reference" or "exhaustive", see tlg8.codec),
-`effort` (1-5, default 3) and `max_trials`. Modes other than RGB and RGBA are converted first (L, P, LA, ... -> RGB(A)).
+`effort` (1-5, default 3), `max_trials` and `jobs` (processes; the same file for any).
+Modes other than RGB and RGBA are converted first (L, P, LA, ... -> RGB(A)).
 """
 import numpy as np
 from PIL import Image, ImageFile
@@ -68,7 +69,7 @@ def _save(im, fp, filename):
         alpha = "A" in im.getbands() or "transparency" in im.info
         im = im.convert("RGBA" if alpha else "RGB")
     data = encode_samples(to_tlg8_order(np.asarray(im)), options.get("search", "model"),
-                          max_trials=options.get("max_trials"),
+                          max_trials=options.get("max_trials"), jobs=options.get("jobs", 1),
                           effort=options.get("effort", DEFAULT_EFFORT))
     fp.write(data)
 
