@@ -1,6 +1,7 @@
 """--jobs: an image coded in bands of whole tile rows, one process each (codec.encode_blocks)."""
 import multiprocessing
 import os
+import time
 import unittest
 import unittest.mock
 
@@ -16,21 +17,23 @@ def tall_image(rows=600, width=20, seed=4):
 
 
 class FailingModel:
-    """The shipped model, but the process choosing the image's first block (where="first")
-    or any other process (where="later") raises (how="raise") or ends (how="exit")."""
+    """The shipped model, but in a process forked by the encoder (where="child") or in
+    the caller's own (where="here") it raises (how="raise") or ends (how="exit")."""
 
-    def __init__(self, how, where="later"):
-        self.model, self.how, self.where = default_model(), how, where
+    def __init__(self, how, where="child"):
+        self.model, self.how, self.where, self.pid = default_model(), how, where, os.getpid()
 
-    def choose_image(self, samples, *args, grid=None, **options):
-        if (grid[0, 2:4] == 0).all() == (self.where == "first"):
+    def choose_image(self, *args, **options):
+        if (os.getpid() == self.pid) == (self.where == "here"):
             if self.how == "exit":
                 os._exit(3)
             raise Tlg8Error("this band is refused")
-        return self.model.choose_image(samples, *args, grid=grid, **options)
+        time.sleep(0.01)            # so that the other process takes some blocks too
+        return self.model.choose_image(*args, **options)
 
 
 class Bands(unittest.TestCase):
+    @unittest.mock.patch.object(codec, "SELECT_CHUNK", 8)      # chunks across tiles
     def test_any_jobs_give_the_same_bytes_and_choices(self):
         rgb = tall_image()
         for effort in (1, 3):
@@ -57,14 +60,8 @@ class Bands(unittest.TestCase):
         self.assertEqual(codec._bands(20, 600, 200, 9), [(0, 200), (200, 400), (400, 600)])
         self.assertEqual(codec._bands(20, 1024, 256, 2), [(0, 512), (512, 1024)])
         self.assertEqual(codec._bands(20, 70, 80, 4), [(0, 70)])
-        # The model's blocks are shared out evenly; the other searches keep whole tiles.
         grid = codec.block_grid(20, 600, 200)
-        bands = codec._bands(20, 600, 200, 2)
-        self.assertEqual([p["band"] for p in codec._parts(grid, bands, "model")],
-                         [(0, 150), (150, 225)])
-        self.assertEqual([p["select"] for p in codec._parts(grid, bands, "model")],
-                         [(0, 112), (112, 225)])
-        self.assertEqual([p["select"] for p in codec._parts(grid, bands, "reference")],
+        self.assertEqual([p["band"] for p in codec._parts(grid, codec._bands(20, 600, 200, 2))],
                          [(0, 150), (150, 225)])
 
     def test_join_bands_is_the_whole_files_header_over_the_band_records(self):
@@ -83,17 +80,15 @@ class Bands(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "golomb_table"):
             tlgfile.join_bands([parts[0], other])
 
+    @unittest.mock.patch.object(codec, "SELECT_CHUNK", 8)
     def test_a_bands_error_reaches_the_caller_and_no_process_is_left(self):
         rgb = tall_image()
-        for how, message in (("raise", "this band is refused"),
-                             ("exit", "ended before its band was done")):
+        for how, where, message in (("raise", "child", "this band is refused"),
+                                    ("exit", "child", "ended before its band was done"),
+                                    ("raise", "here", "this band is refused")):
             with self.assertRaisesRegex(Tlg8Error, message):
-                codec.encode_samples(rgb, model=FailingModel(how), jobs=2)
+                codec.encode_samples(rgb, model=FailingModel(how, where), jobs=2)
             self.assertEqual(multiprocessing.active_children(), [])
-        # Here, in the first part, the error is the same.
-        with self.assertRaisesRegex(Tlg8Error, "this band is refused"):
-            codec.encode_samples(rgb, model=FailingModel("raise", "first"), jobs=2)
-        self.assertEqual(multiprocessing.active_children(), [])
 
 if __name__ == "__main__":
     unittest.main()

@@ -49,6 +49,7 @@ DEFAULT_EFFORT = 3
 TALL_TILE_ROWS = 256
 MAX_TILE_PIXELS = TILE_W * TILE_H
 DEFAULT_TABLE = check_golomb_table(stages.DEFAULT_GOLOMB_TABLE)
+SELECT_CHUNK = 512      # blocks a process of --jobs takes at a time (_select)
 
 
 class EncodeError(Tlg8Error):
@@ -101,11 +102,12 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
     (N,) or None if unknown), in block_grid order. progress: optional callable(number of
     blocks just finished).
 
-    jobs > 1 runs every stage but two Golomb-table fits in that many processes (_parts):
-    the model's choices of an even share of the blocks each; then, in bands of whole tile
-    rows (tiles are coded independently), the row costs, the file pass and each band's own
-    file, whose tile records make the image's (tlgfile.join_bands). The tables are fitted
-    to row costs summed over the bands, so choices and bytes are the same for any `jobs`.
+    jobs > 1 runs every stage but two Golomb-table fits in that many processes: the
+    model's choices, SELECT_CHUNK blocks at a time by whichever process is free; then, in
+    bands of whole tile rows (tiles are coded independently), the row costs, the file pass
+    and each band's own file, whose tile records make the image's (tlgfile.join_bands).
+    The tables are fitted to row costs summed over the bands, so choices and bytes are the
+    same for any `jobs`.
     """
     if search not in SEARCHES:
         raise EncodeError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -123,13 +125,16 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
     bands = _bands(width, height, tile_h, jobs)
     job = {"samples": samples, "search": search, "model": model, "max_trials": max_trials,
            "file_pass": file_pass, "tile_h": tile_h, "grid": grid,
-           "selection": _selection(len(grid), search, max_trials, file_pass,
-                                   shared=len(bands) > 1)}
+           "selection": None, "taken": None}
+    if len(bands) > 1:
+        import multiprocessing
+        job["selection"] = _selection(len(grid), search, max_trials, file_pass)
+        job["taken"] = multiprocessing.Value("q", 0)    # blocks handed out (_taken)
     # The file's table is fitted to the final choices' row costs: summed over the bands,
     # or by a single band as it writes its file. The file pass chooses with a table fitted
     # likewise to the first choices.
     fit = write and search != "reference"
-    with _band_processes(job, _parts(grid, bands, search), progress) as run:
+    with _band_processes(job, _parts(grid, bands), progress) as run:
         run(_select)
         if file_pass is not None:
             run(_pass, golombfit.fit(DEFAULT_TABLE, sum(run(_row_costs))))
@@ -151,32 +156,24 @@ def _bands(width, height, tile_h, jobs):
     return [(y0, min(y1, height)) for y0, y1 in zip(cuts, cuts[1:])]
 
 
-def _parts(grid, bands, search):
-    """Each process's share of the work: its band's "rows" (y0, y1) and the "band"'s
-    blocks (c, d) in `grid`, and the blocks it "select"s (a, b). The model chooses each
-    block apart from the others, so its blocks are shared out evenly across tile rows; the
-    other searches, the file pass and the file's records work on whole tiles."""
-    n, jobs = len(grid), len(bands)
+def _parts(grid, bands):
+    """Each process's band: its "rows" (y0, y1) and their blocks (c, d) in `grid`."""
     first = np.searchsorted(grid[:, 1], [y0 for y0, _ in bands] + [grid[-1, 1] + 1]).tolist()
-    return [{"rows": rows, "band": (first[k], first[k + 1]),
-             "select": (n * k // jobs, n * (k + 1) // jobs) if search == "model"
-             else (first[k], first[k + 1])} for k, rows in enumerate(bands)]
+    return [{"rows": rows, "band": (first[k], first[k + 1])} for k, rows in enumerate(bands)]
 
 
-def _selection(n, search, max_trials, file_pass, shared):
-    """The arrays the stages fill, for n blocks: the selection's choices, bits, trials and
-    (for the file pass) what was tried; in memory shared with processes forked later when
-    `shared`."""
-    def empty(n):
-        if search == "model":
-            return trials.empty_selection(n, max_trials,
-                                          "trials" if file_pass is not None else False)
-        return {"choices": np.zeros((n, 5), np.int64), "bits": np.zeros(n, np.int64)}
-    if not shared:
-        return empty(n)
+def _selection(n, search, max_trials, file_pass):
+    """The arrays the stages of several processes fill, for n blocks, in memory shared with
+    processes forked later: the selection's choices, bits, trials and (for the file pass)
+    what was tried. (One process keeps the search's own arrays instead.)"""
     import mmap
+    if search == "model":
+        rows = trials.empty_selection(1, max_trials,
+                                      "trials" if file_pass is not None else False)
+    else:
+        rows = {"choices": np.zeros((1, 5), np.int64), "bits": np.zeros(1, np.int64)}
     out = {}
-    for key, row in empty(1).items():           # each block's row is the same
+    for key, row in rows.items():               # each block's row is the same
         memory = mmap.mmap(-1, max(1, n * row.nbytes))     # anonymous: MAP_SHARED
         out[key] = np.frombuffer(memory, row.dtype, n * row.size).reshape((n,) + row.shape[1:])
         out[key][...] = row
@@ -187,20 +184,45 @@ def _selection(n, search, max_trials, file_pass, shared):
 # fn(job, part, *args). They fill job["selection"] and return what the parent gathers.
 
 def _select(job, part, progress=None):
-    """The choices of the part's blocks by the search (and what the model tried)."""
-    a, b = part["select"]
+    """Choices by the search (and what the model tried) into job["selection"]; returns
+    how many blocks this process chose. The model chooses each block apart from the
+    others: with several processes, each takes SELECT_CHUNK blocks at a time while any are
+    left, so that all end together. The other searches choose the band's whole tiles."""
     out = job["selection"]
     if job["search"] != "model":
         from . import search as block_search
-        y0, y1 = part["rows"]
+        (y0, y1), (c, d) = part["rows"], part["band"]
         _, best, _ = block_search.search_image(job["samples"][y0:y1], job["search"],
                                                progress=progress)
-        out["choices"][a:b], out["bits"][a:b] = best[:, :5], best[:, 5]
+        pieces = [((c, d), {"choices": best[:, :5], "bits": best[:, 5]})]
+    else:
+        pieces = ((blocks, job["model"].choose_image(
+            job["samples"], job["max_trials"], progress=progress,
+            details="trials" if job["file_pass"] is not None else False,
+            grid=job["grid"][blocks[0]:blocks[1]])) for blocks in _taken(job))
+    done = 0
+    for (a, b), sel in pieces:
+        if out is None:         # one process: the whole image's own arrays
+            job["selection"] = sel
+        else:
+            trials.store_selection(out, slice(a, b), sel)
+        done += b - a
+    return done
+
+
+def _taken(job):
+    """The ranges of blocks this process takes (all of them when it is the only one)."""
+    n, taken = len(job["grid"]), job["taken"]
+    if taken is None:
+        yield 0, n
         return
-    sel = job["model"].choose_image(
-        job["samples"], job["max_trials"], progress=progress,
-        details="trials" if job["file_pass"] is not None else False, grid=job["grid"][a:b])
-    trials.store_selection(out, slice(a, b), sel)
+    while True:
+        with taken.get_lock():
+            a = taken.value
+            taken.value = a + SELECT_CHUNK
+        if a >= n:
+            return
+        yield a, min(n, a + SELECT_CHUNK)
 
 
 def _row_costs(job, part):
@@ -247,11 +269,11 @@ def _band_processes(job, parts, progress):
     children = []
 
     def run(stage, *args):
-        for _, conn, _ in children:
+        for _, conn in children:
             conn.send((stage, args))
         out = [stage(job, part, *args, **({"progress": progress} if stage is _select else {}))
                for part in here]
-        for _, conn, blocks in children:
+        for _, conn in children:
             try:
                 ok, value = conn.recv()
             except (EOFError, OSError):
@@ -260,7 +282,7 @@ def _band_processes(job, parts, progress):
             if not ok:
                 raise value
             if stage is _select and progress is not None:
-                progress(blocks)
+                progress(value)
             out.append(value)
         return out
 
@@ -274,19 +296,19 @@ def _band_processes(job, parts, progress):
                 conn, child_end = context.Pipe()
                 # The child closes its copies of the parent's ends, so that it sees the end
                 # of its pipe whenever the parent goes.
-                ends = [c for _, c, _ in children] + [conn]
+                ends = [c for _, c in children] + [conn]
                 proc = context.Process(target=_serve, args=(child_end, ends, job, part),
                                        daemon=True)
                 proc.start()
                 child_end.close()
-                children.append((proc, conn, part["select"][1] - part["select"][0]))
+                children.append((proc, conn))
         yield run
     except BaseException:
-        for proc, _, _ in children:     # a failed or interrupted encode ends now
+        for proc, _ in children:        # a failed or interrupted encode ends now
             proc.kill()
         raise
     finally:
-        for proc, conn, _ in children:
+        for proc, conn in children:
             conn.close()                # ends an idle child's wait for its next stage
             proc.join()
 
