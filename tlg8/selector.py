@@ -39,7 +39,7 @@ import numpy as np
 from . import cost, features as feat, stages, trials
 from .fileio import write_file
 from .heads import HEADS, top2_of_scores
-from .image import block_batches, block_grid, block_workspaces
+from .image import block_workspaces
 from .mlp import forward
 from .modelfile import ModelFile
 
@@ -163,19 +163,14 @@ class PairSelector:
         image, the reference's tiles; tlg8.codec passes taller ones).
         """
         max_trials = trials.check_max_trials(max_trials)
-        if grid is None:
-            grid = block_grid(samples.shape[1], samples.shape[0])
-        out = trials.empty_selection(len(grid), max_trials, details)
-        for part in block_batches(grid, chunk):
+
+        def select_batch(blocks):
             clock = trials.Clock(timings)
-            ws = block_workspaces(samples, grid[part])
+            ws = block_workspaces(samples, blocks)
             clock("blocks")
-            sel = select_workspaces(ws, self, max_trials, timings, details)
-            trials.store_selection(out, part, sel)
-            if progress:
-                progress(len(part))
-        out["grid"] = grid
-        return out
+            return select_workspaces(ws, self, max_trials, timings, details)
+        return trials.choose_in_batches(samples, grid, max_trials, details, chunk, progress,
+                                        select_batch)
 
     def choose_block(self, features, try_encode_block, max_trials=16, margins=None):
         """One block (a workspace-v1 vector) through the caller's encoder: (config

@@ -20,6 +20,7 @@ import numpy as np
 from . import Tlg8Error, cost, stages
 from . import features as feat
 from .heads import HEADS
+from .image import block_batches, block_grid
 
 N_OPTIONS = stages.N_REORDERS * stages.N_INTERLEAVES
 # A fixed option order (option ids) for the sad baselines: options by how often they are
@@ -223,6 +224,22 @@ def empty_selection(n, max_trials, details):
                    tried_entropy=np.zeros((n, max_trials), np.int64))
     if details and details != "trials":
         out.update(top2=np.zeros((n, len(HEADS), 2), np.int64))
+    return out
+
+
+def choose_in_batches(samples, grid, max_trials, details, chunk, progress, select_batch):
+    """A model's choose_image: select_batch(blocks of grid) -> that batch's selection, for
+    each batch of blocks of one size (tlg8.image.block_batches, at most `chunk`), gathered
+    into empty_selection arrays with "grid" (default: block_grid of the image, the
+    reference's tiles); progress(number of blocks) after each batch."""
+    if grid is None:
+        grid = block_grid(samples.shape[1], samples.shape[0])
+    out = empty_selection(len(grid), max_trials, details)
+    for part in block_batches(grid, chunk):
+        store_selection(out, part, select_batch(grid[part]))
+        if progress:
+            progress(len(part))
+    out["grid"] = grid
     return out
 
 

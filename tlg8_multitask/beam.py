@@ -18,7 +18,7 @@ import numpy as np
 
 from tlg8 import cost, trials
 from tlg8.heads import HEAD_NAMES, top2_array
-from tlg8.image import block_batches, block_grid, block_workspaces
+from tlg8.image import block_workspaces
 from tlg8.stages import filter_code
 
 from . import loader
@@ -162,12 +162,10 @@ def choose_image(model, samples, max_trials=16, progress=None, timings=None, det
     grid: the blocks in file order (default: the reference's tiles). Returns the dict of
     tlg8.selector.PairSelector.choose_image."""
     max_trials = trials.check_max_trials(max_trials)
-    if grid is None:
-        grid = block_grid(samples.shape[1], samples.shape[0])
-    out = trials.empty_selection(len(grid), max_trials, details)
-    for part in block_batches(grid, chunk):
+
+    def select_batch(blocks):
         clock = trials.Clock(timings)
-        x = model.image_features(samples, grid[part])
+        x = model.image_features(samples, blocks)
         clock("features")
         configs, _, counts, topk = _plan(model, x, margins, max_trials)
         clock("inference")
@@ -175,17 +173,14 @@ def choose_image(model, samples, max_trials=16, progress=None, timings=None, det
         # Unused plan rows repeat the first trial so the batch stays rectangular; their
         # bits are then ignored.
         filled = np.where(unused[:, :, None], configs[:, :1], configs)
-        bits, entropy = cost.configs_bits(block_workspaces(samples, grid[part]), filled)
+        bits, entropy = cost.configs_bits(block_workspaces(samples, blocks), filled)
         bits[unused] = np.iinfo(np.int64).max
         clock("trials")
         choices, chosen_bits = trials.pick_fewest(configs, bits, entropy)
-        sel = {"choices": choices, "bits": chosen_bits, "trials": counts, "tried": configs,
-               "tried_bits": bits, "tried_entropy": entropy, "top2": top2_array(topk)}
-        trials.store_selection(out, part, sel)
-        if progress:
-            progress(len(part))
-    out["grid"] = grid
-    return out
+        return {"choices": choices, "bits": chosen_bits, "trials": counts, "tried": configs,
+                "tried_bits": bits, "tried_entropy": entropy, "top2": top2_array(topk)}
+    return trials.choose_in_batches(samples, grid, max_trials, details, chunk, progress,
+                                    select_batch)
 
 
 # ---------------------------------------------------------------------------------------
