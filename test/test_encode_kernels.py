@@ -123,6 +123,22 @@ class KernelsMatchNumPy(unittest.TestCase):
                     self.assertSame(both(feat.pair_features, sad, nonzero, pairs, w * h,
                                          identity=False))
 
+    def test_pair_measures_of_every_sad(self):
+        # Every per-component sad (0 .. 64 x 637) against each non-zero count, and totals
+        # up to 3 x that: the logarithms must be features.log2_f32's bits in both paths.
+        sads = np.arange(0, 64 * 637 + 1)
+        n_blocks = len(sads)
+        sad = np.zeros((8, feat.N_SEQUENCES - 1, n_blocks), np.uint16)
+        nonzero = np.zeros_like(sad)
+        sad[0] = sads[::-1]
+        sad[0, feat.PAIR_SEQUENCE[5, 0]] = sads
+        nonzero[0] = (sads % 64 + 1) * (sads > 0)
+        pairs = np.full((n_blocks, 1), 5)
+        for n in (64, 24, 7):
+            with self.subTest(n=n):
+                self.assertSame(both(feat.pair_features, sad, nonzero, pairs, n,
+                                     identity=False))
+
     def test_selector_choices(self):
         model = selector.default_model()
         for name, samples in synthetic_images().items():

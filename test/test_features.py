@@ -1,5 +1,6 @@
 """tlg8.features: the deduplicated magnitude statistics against the filter definition, and
 the planes-based trial evaluator against the literal estimator."""
+import decimal
 import unittest
 
 import numpy as np
@@ -82,6 +83,40 @@ class TestPairStatistics(unittest.TestCase):
         kinds = [features.SEQUENCES[i][0] for i in features.PAIR_SEQUENCE[:, 0]]
         self.assertEqual(set(kinds), {"S"})
         self.assertTrue((features.PAIR_SEQUENCE[:, 3] == features.N_SEQUENCES - 1).all())
+
+
+class TestLog2(unittest.TestCase):
+    """features.log2_f32, the features' logarithm: correctly rounded (checked in decimal
+    arithmetic) and the same bits for an array, its elements one by one and a strided
+    view, which NumPy's own float32 log2 does not promise (AVX-512 CPUs)."""
+
+    def arguments(self):
+        rng = np.random.default_rng(5)
+        s = rng.integers(0, 4 * 64 * 637, 4000).astype(np.float32)
+        z = rng.integers(1, 65, 4000).astype(np.float32)
+        return np.concatenate([1 + np.arange(200, dtype=np.float32), 1 + s,
+                               1 + s * np.float32(64 / 27), 1 + s / z,
+                               np.float32([6, 2 ** 17, 1 + 2 ** -23])])
+
+    def test_correctly_rounded(self):
+        context = decimal.Context(prec=40)
+        ln2 = context.ln(2)
+        x = self.arguments()
+        got = features.log2_f32(x)
+        self.assertEqual(got.dtype, np.float32)
+        for xi, gi in zip(x.tolist(), got.tolist()):
+            exact = context.divide(context.ln(decimal.Decimal(xi)), ln2)
+            # float32 of the float64 nearest the exact value (no float32 midpoint lies
+            # that close to a logarithm of these arguments)
+            self.assertEqual(gi, float(np.float32(float(exact))), xi)
+
+    def test_same_bits_whatever_the_layout(self):
+        x = self.arguments()
+        whole = features.log2_f32(x)
+        one_by_one = np.array([features.log2_f32(v) for v in x.tolist()], np.float32)
+        np.testing.assert_array_equal(whole.view(np.uint32), one_by_one.view(np.uint32))
+        np.testing.assert_array_equal(features.log2_f32(x[::3]), whole[::3])
+        self.assertEqual(features.log2_f32(np.float32(1)), 0)
 
 
 class TestCodedValues(unittest.TestCase):

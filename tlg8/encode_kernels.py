@@ -22,9 +22,12 @@ at every adaptive state a, pre-shifted (k << 11) so that `kc[a] | m` indexes RIC
 `ratios` (8, 2) int64 = (raise, fall) per row. Numbers stay what the NumPy paths give for
 such values: the state a then stays below STATES.
 """
+import math
+
 import numpy as np
 
 from . import jit, stages
+from .features import LOG2_SERIES, SQRT_HALF
 
 # Array indices in the hot loops are cast to unsigned (U): numba then leaves out the
 # handling of negative indices, a third of a Golomb step's instructions.
@@ -496,6 +499,23 @@ def least_sad_pairs(sad, ncomp, pair_sequence, out):
 
 
 F32 = np.float32
+_LOG2_SERIES = np.array(LOG2_SERIES)      # a global array: a constant of the compiled code
+
+
+@jit.kernel(inline=True, allocates=False)
+def log2_f32(x):
+    """features.log2_f32 of one x >= 1, by the same float64 operations in the same order."""
+    m, e = math.frexp(np.float64(x))
+    if m < SQRT_HALF:
+        m = m * 2.0
+        e = e - 1
+    t = (m - 1.0) / (m + 1.0)
+    t2 = t * t
+    last = len(_LOG2_SERIES) - 1
+    p = _LOG2_SERIES[last]
+    for k in range(last - 1, -1, -1):
+        p = p * t2 + _LOG2_SERIES[k]
+    return F32(e + t * p)
 
 
 @jit.export("void(uint16[:, :, ::1], uint16[:, :, ::1], int64[:, ::1], int64, int64, "
@@ -503,8 +523,8 @@ F32 = np.float32
 def pair_measures(sad, nonzero, pairs, ncomp, n, pair_sequence, out):
     """features.pair_features(identity=False): the 13 measures (layout pairs-v1) of the
     pairs pairs[b] of each block, out (N, K, 13) float32, by the same float32 operations
-    in the same order (so the same numbers; NumPy's log2 of float32 is libm's log2f, as
-    here). sad, nonzero: (N, 8, S) of block_stats."""
+    in the same order (so the same numbers; the logarithms are features.log2_f32's).
+    sad, nonzero: (N, 8, S) of block_stats."""
     scale = F32(64 / n)
     inverse = F32(1 / n)
     one = F32(1)
@@ -519,15 +539,15 @@ def pair_measures(sad, nonzero, pairs, ncomp, n, pair_sequence, out):
                     q = U(pair_sequence[f, U(c)])
                     sc = F32(sad[U(b), p, q])
                     zc = F32(nonzero[U(b), p, q])
-                    out[U(b), U(k), U(c)] = np.log2(one + sc * scale)
+                    out[U(b), U(k), U(c)] = log2_f32(one + sc * scale)
                     out[U(b), U(k), U(4 + c)] = zc * inverse
-                    out[U(b), U(k), U(8 + c)] = np.log2(one + sc / max(zc, one))
+                    out[U(b), U(k), U(8 + c)] = log2_f32(one + sc / max(zc, one))
                     total = total + sc
                 else:
                     out[U(b), U(k), U(c)] = 0
                     out[U(b), U(k), U(4 + c)] = 0
                     out[U(b), U(k), U(8 + c)] = 0
-            out[U(b), U(k), 12] = np.log2(one + total * scale)
+            out[U(b), U(k), 12] = log2_f32(one + total * scale)
 
 
 # ---------------------------------------------------------------------------------------

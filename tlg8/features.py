@@ -35,6 +35,36 @@ from .stages import MAX_COMPONENTS
 from .heads import HEAD_OFFSETS, HEAD_SIZES, head_labels
 from .image import block_batches, block_grid, block_workspaces
 
+
+# The features' logarithms: log2_f32, the same bits on every machine and in the compiled
+# kernels (encode_kernels.log2_f32, the same operations). NumPy's own float32 log2 is not:
+# on CPUs with AVX-512 its vectorised loop (SVML) and its scalar one (libm's log2f)
+# differ in the last bit for some arguments (log2(6), for one), so a feature would depend
+# on the CPU, on the array's layout, and on whether numba is installed.
+# log2(x) = e + log2(m), x = m 2^e, m in [sqrt(1/2), sqrt(2)); log2(m) = t P(t^2) with
+# t = (m - 1) / (m + 1), |t| < 0.172, P the series of 2 atanh(t) / (t ln 2): 12 terms leave
+# an error below 1e-17, far under float32's half unit. Only float64 +, -, *, / (exact
+# IEEE operations, no fused multiply-add in NumPy or in numba without fastmath) and frexp.
+LN2 = 0.6931471805599453                # ln 2, rounded to float64
+SQRT_HALF = 0.7071067811865476          # sqrt(1/2), rounded to float64
+LOG2_SERIES = tuple(2.0 / ((2 * k + 1) * LN2) for k in range(12))
+
+
+def log2_f32(x):
+    """log2 of x >= 1 (array or scalar, float32 or exact in float64), as float32 (the
+    correctly rounded value but for arguments within 1e-16 of a rounding boundary, and
+    always the same bits; see above)."""
+    m, e = np.frexp(np.asarray(x, np.float64))
+    low = m < SQRT_HALF
+    m = np.where(low, m * 2.0, m)
+    e = np.where(low, e - 1, e)
+    t = (m - 1.0) / (m + 1.0)
+    t2 = t * t
+    p = LOG2_SERIES[-1]
+    for c in LOG2_SERIES[-2::-1]:
+        p = p * t2 + c
+    return (e + t * p).astype(np.float32)
+
 # Distinct magnitude sequences of one predictor: (kind, x, y). Kinds as in the docstring.
 SEQUENCES = (
     [("S", x, -1) for x in range(3)]
@@ -240,10 +270,10 @@ def pair_features(sad, nonzero, pairs, n, identity=True):
     out = np.zeros((n_blocks, k, N_PAIR_FEATURES if identity else N_PAIR_MEASURES),
                    np.float32)
     scale = np.float32(64 / n)
-    out[:, :, 0:ncomp] = np.log2(1 + s * scale)
+    out[:, :, 0:ncomp] = log2_f32(1 + s * scale)
     out[:, :, 4:4 + ncomp] = z * np.float32(1 / n)
-    out[:, :, 8:8 + ncomp] = np.log2(1 + s / np.maximum(z, 1))
-    out[:, :, 12] = np.log2(1 + s.sum(-1) * scale)
+    out[:, :, 8:8 + ncomp] = log2_f32(1 + s / np.maximum(z, 1))
+    out[:, :, 12] = log2_f32(1 + s.sum(-1) * scale)
     if identity:
         out[:, :, N_PAIR_MEASURES:] = PAIR_ONEHOTS[pairs]
     return out
@@ -389,7 +419,7 @@ def pair_scan_features(residuals, pairs, w, h):
     view[..., 2] = per_scan[..., 2] * np.float32(1 / (part * ncomp))
     view[..., 3] = per_scan[..., 3] * norm
     sad = sums[..., 32:32 + ncomp].astype(np.float32)
-    lsad = np.log2(1 + sad * np.float32(64 / n))
+    lsad = log2_f32(1 + sad * np.float32(64 / n))
     out[..., 32:32 + ncomp] = lsad
     # NumPy's mean with a float32 accumulator: the (exact) sum divided by the count.
     out[..., 36:36 + ncomp] = np.true_divide(sums[..., 36:36 + ncomp].astype(np.float32), n)
@@ -397,7 +427,7 @@ def pair_scan_features(residuals, pairs, w, h):
     out[..., 44] = lsad.max(-1) - lsad.min(-1)
     out[..., 45] = (np.true_divide(sums[..., 44].astype(np.float32), n)
                     + np.true_divide(sums[..., 45].astype(np.float32), n))
-    out[..., 46] = np.log2(1 + sad.sum(-1) * np.float32(64 / n))
+    out[..., 46] = log2_f32(1 + sad.sum(-1) * np.float32(64 / n))
     return out
 
 
@@ -426,7 +456,7 @@ def _scan_chunk(coded, w, h):
             * np.float32(1 / (part * ncomp))
         view[r, 3] = (within + np.add.reduce(cross[step_ids[r]], axis=0, dtype=np.int32)) * norm
     sad = mag.sum(0, dtype=np.int32).astype(np.float32)             # (C, R)
-    lsad = np.log2(1 + sad * np.float32(64 / n))
+    lsad = log2_f32(1 + sad * np.float32(64 / n))
     out[32:32 + ncomp] = lsad
     out[36:36 + ncomp] = bits.mean(0, dtype=np.float32)
     out[40:40 + ncomp] = (mag != 0).mean(0, dtype=np.float32)
@@ -434,7 +464,7 @@ def _scan_chunk(coded, w, h):
     if ncomp >= 3:
         out[45] = (np.abs(bits[:, 0] - bits[:, 1]).mean(0, dtype=np.float32)
                    + np.abs(bits[:, 1] - bits[:, 2]).mean(0, dtype=np.float32))
-    out[46] = np.log2(1 + sad.sum(0) * np.float32(64 / n))
+    out[46] = log2_f32(1 + sad.sum(0) * np.float32(64 / n))
     return out
 
 
