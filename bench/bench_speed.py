@@ -12,7 +12,10 @@ so single runs vary by +-30 %), all in one run:
   the serial fraction implied by the two (Amdahl: s = 2 t2 / t1 - 1, start-up included);
   "after start": the same fraction of what follows the start-up t0 (the whole command on
   an image of one block, flat.bmp: interpreter, NumPy, package, model and kernels),
-  2 (t2 - t0) / (t1 - t0) - 1; peak memory of the --jobs 1 process;
+  2 (t2 - t0) / (t1 - t0) - 1; "top serial": the largest serial stage of the --jobs 2
+  encode (bench_timeline.py: the moments when one process works, by what it does then)
+  as a share of that encode's time, and which stage it is; peak memory of the --jobs 1
+  process;
 * our reference search, `--search reference`;
 and every ratio against the C++ figures of ../shared/README.md (whole-process times of
 the reference encoder, exhaustive search included): "x C++" is how many times faster
@@ -34,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import bench_timeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -93,8 +98,12 @@ def main():
         if not args.no_bytecode_cache:
             ENV = dict(os.environ, PYTHONPYCACHEPREFIX=os.path.join(tmp, "pycache"))
             ENV.pop("PYTHONDONTWRITEBYTECODE", None)
-            run(["tlg8", "encode", os.path.join(SHARED, "images", "flat.bmp"),
-                 os.path.join(tmp, "w.tlg8"), "--quiet"])           # writes the caches
+        # Warm-up: writes the bytecode caches and, on a new install, builds the compiled
+        # kernels of both commands (--compile-cost measures that build).
+        run(["tlg8", "encode", os.path.join(SHARED, "images", "flat.bmp"),
+             os.path.join(tmp, "w.tlg8"), "--quiet"])
+        run(["tlg8", "decode", os.path.join(tmp, "w.tlg8"), os.path.join(tmp, "w.png"),
+             "--quiet"])
         if args.compile_cost:
             compile_cost(tmp)
         start, _ = median_run(["tlg8", "encode", os.path.join(SHARED, "images", "flat.bmp"),
@@ -102,7 +111,7 @@ def main():
         print(f"start-up (encode of a one-block image): {start:.3f} s")
         print(f"{'photo':8s} {'pixels':>8s} | {'decode s':>8s} {'/C++':>5s} {'MB':>4s} | "
               f"{'enc j1 s':>8s} {'MB':>4s} {'x C++':>6s} | {'enc j2 s':>8s} {'x C++':>6s} "
-              f"{'serial':>6s} {'after':>5s} | {'ref s':>6s} {'x C++':>6s} | {'C++ s':>5s} {'j1 x ref':>8s}")
+              f"{'serial':>6s} {'after':>5s} {'top serial':>19s} | {'ref s':>6s} {'x C++':>6s} | {'C++ s':>5s} {'j1 x ref':>8s}")
         for name in args.photos.split(","):
             image = os.path.join(SHARED, "images", name + ".bmp")
             reference_file = os.path.join(SHARED, "tlgconv", name + ".tlg8")
@@ -118,6 +127,9 @@ def main():
                                  args.repeat)
             serial = max(0.0, min(1.0, 2 * enc2 / enc1 - 1))
             after = max(0.0, min(1.0, 2 * (enc2 - start) / (enc1 - start) - 1))
+            wall, stages, _ = bench_timeline.profile(image, 2, repeat=args.repeat, env=ENV)
+            top = max(stages, key=stages.get)
+            top_serial = f"{100 * stages[top] / wall:4.1f} % {bench_timeline.LABELS[top][:12]}"
             ref = 0.0
             if not args.skip_reference:
                 ref, _ = median_run(["tlg8", "encode", image, out, "--quiet", "--search",
@@ -128,12 +140,13 @@ def main():
                 return f"{cpp / ours:6.1f}" if cpp and ours else f"{'-':>6s}"
             print(f"{name:8s} {pixels:8d} | {dec_s:8.2f} {dec_s / cpp_dec:5.1f} {dec_mb:4.0f} | "
                   f"{enc1:8.2f} {enc_mb:4.0f} {times(enc1)} | {enc2:8.2f} {times(enc2)} "
-                  f"{serial:6.2f} {after:5.2f} | {ref:6.1f} {times(ref)} | {cpp:5.1f} "
+                  f"{serial:6.2f} {after:5.2f} {top_serial:>19s} | {ref:6.1f} {times(ref)} | {cpp:5.1f} "
                   f"{ref / enc1 if ref else 0:8.1f}", flush=True)
     print("/C++ (decode): times slower than the C++ decoder; x C++ (encode): times faster "
           "than the C++ encoder's whole process; j1 x ref: the default encode's speed-up "
           "over our reference search; serial: Amdahl fraction from --jobs 1 vs 2, after: "
-          "the same after the start-up "
+          "the same after the start-up; top serial: the --jobs 2 encode's largest serial "
+          "stage (bench_timeline.py) "
           f"(medians of {args.repeat} run(s) each; "
           f"{'no bytecode caches' if args.no_bytecode_cache else 'with bytecode caches'})")
 
