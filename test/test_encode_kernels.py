@@ -230,6 +230,25 @@ class KernelsMatchNumPy(unittest.TestCase):
         a, b = both(tlgfile.encode_tlg8, samples, choices, tile_size=(24, 16), fit_table=True)
         self.assertEqual(a, b)
 
+    def test_rows_within_their_buffer_bound(self):
+        # The longest codes: k = 0 in every row (every big magnitude escapes), on
+        # alternating 0/255 samples (residuals up to the 1023 of the coding), with no
+        # zero runs. write_rows writes into ROW_BYTES_PER_VALUE bytes per value unchecked;
+        # its proof leaves 3 of them to spare.
+        from tlg8 import encode_kernels as kernels
+        k0 = [(up, down, (1024,) + (0,) * 8) for up, down, _ in stages.DEFAULT_GOLOMB_TABLE]
+        samples = np.zeros((64, 64, 4), np.uint8)
+        samples[::2, ::2] = samples[1::2, 1::2] = (255, 0, 255, 0)
+        samples[::2, 1::2] = samples[1::2, ::2] = (0, 255, 0, 255)
+        n = len(block_grid(64, 64))
+        for choices in (np.tile([[p, f, r, 1, 0] for p in range(8) for f in (0, 37, 95)
+                                 for r in (0, 7)], (n // 48 + 1, 1))[:n],
+                        random_choices(np.random.default_rng(6), n, False)):
+            a, b = both(tlgfile.encode_tlg8, samples, choices, golomb_table=k0)
+            self.assertEqual(a, b)
+            # the whole file, side information and header included
+            self.assertLessEqual(len(a), (kernels.ROW_BYTES_PER_VALUE - 3) * samples.size)
+
     def test_fit_counts(self):
         from tlg8 import encode_kernels as kernels, golombfit
         rng = np.random.default_rng(5)

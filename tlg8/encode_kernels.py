@@ -13,7 +13,7 @@ callers choose with jit.available(); test/test_encode_kernels.py compares the tw
 * file_golomb_bits, viterbi — the file-bytes pass (filecost.choose_for_file): candidates'
   Golomb-row bits and exit states coded straight from the image, the Viterbi;
 * search_blocks — search.search_blocks, the reference search (cost spec §7);
-* file_rows, index_costs, fit_counts, rows_bytes, write_rows — tlgfile.encode_tlg8's
+* file_rows, index_costs, fit_counts, write_rows — tlgfile.encode_tlg8's
   Golomb rows, the fitted table (golombfit's costs and DP) and the rows' bits.
 
 Conventions: values are the coded values (int16 in, int64 inside), |v| <= 1023 (the coding
@@ -1069,12 +1069,11 @@ def put_bits(out, state, value, length):
 
 
 @jit.kernel
-def row_code(m, kt, a, up, down, out, state, write):
-    """One value of a Golomb row: its Rice code at the row's state a (written when
-    `write`) and the state after it (file spec §7.2-§7.3). Returns (length, state, a)."""
+def row_code(m, kt, a, up, down, out, state):
+    """One value of a Golomb row: its Rice code at the row's state a, written, and the
+    state after it (file spec §7.2-§7.3). Returns (length, state, a)."""
     value, length = rice_field(m, kt[U(min((a + 8) >> 4, 1024))])
-    if write:
-        state = put_bits(out, state, value, length)
+    state = put_bits(out, state, value, length)
     rho = up if a < m else down
     return length, state, a + (((16 * m - a) * rho + 8) >> 4)
 
@@ -1082,11 +1081,9 @@ def row_code(m, kt, a, up, down, out, state, write):
 @jit.kernel
 def tile_rows(values, start, ktab, ratios, out, pos):
     """Write one tile's Golomb rows, row r = values[start[r]:start[r + 1]], from byte pos
-    of out, zero-padded to a byte; return (bytes, bits). With an empty out only the bits
-    are counted."""
+    of out, zero-padded to a byte; return (bytes, bits)."""
     state = (pos, np.int64(0), np.int64(0))
     bits = 0
-    write = out.shape[0] > 0
     for r in range(8):
         j0 = start[r]
         j1 = start[r + 1]
@@ -1099,13 +1096,12 @@ def tile_rows(values, start, ktab, ratios, out, pos):
         if not RUNLENGTH_ROW[r]:
             for j in range(j0, j1):
                 length, state, a = row_code(coded_magnitude(np.int64(values[U(j)]), False),
-                                            kt, a, up, down, out, state, write)
+                                            kt, a, up, down, out, state)
                 bits += length
             continue
         live = values[U(j0)] != 0
         bits += 1
-        if write:
-            state = put_bits(out, state, np.int64(live), 1)
+        state = put_bits(out, state, np.int64(live), 1)
         j = j0
         while j < j1:
             live = values[U(j)] != 0
@@ -1114,33 +1110,38 @@ def tile_rows(values, start, ktab, ratios, out, pos):
                 e += 1
             value, length = run_field(e - j)
             bits += length
-            if write:
-                state = put_bits(out, state, value, length)
+            state = put_bits(out, state, value, length)
             if live:
                 for i in range(j, e):
                     length, state, a = row_code(coded_magnitude(np.int64(values[U(i)]), True),
-                                                kt, a, up, down, out, state, write)
+                                                kt, a, up, down, out, state)
                     bits += length
             j = e
-    if write and state[2]:
+    if state[2]:
         state = put_bits(out, state, np.int64(0), 8 - state[2])
     return (bits + 7) // 8, bits
 
 
-@jit.export("void(int16[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1])")
-def rows_bytes(values, row_start, ktab, ratios, sizes):
-    """Bytes of each tile's Golomb rows (tile_rows): sizes (T,)."""
-    nothing = np.empty(0, np.uint8)
-    for t in range(row_start.shape[0]):
-        sizes[t], _ = tile_rows(values, row_start[t], ktab, ratios, nothing, 0)
+# Bytes of out that write_rows may need per value (compiled code does not check bounds,
+# so this is a proof, not a guess): a value's code is at most 16 + 21 bits (rice_field:
+# k <= 8, an escaped magnitude m < 2^11 has a 21-bit gamma code of m - 15), its share of
+# a run field at most 3 bits (run_field of a run of L values: <= 3 + 2 log2 L <= 3 L), so
+# 40 bits, 5 bytes; a tile's 8 run flags and its padding take 2 more bytes, within the
+# 3 bytes per value to spare of any tile that has a row, plus the byte per tile given.
+ROW_BYTES_PER_VALUE = 8
 
 
-@jit.export("void(int16[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1], "
-            "uint8[::1])")
-def write_rows(values, row_start, ktab, ratios, offsets, out):
-    """Each tile's Golomb rows (tile_rows) into out[offsets[t]:offsets[t + 1]]."""
+@jit.export("void(int16[::1], int64[:, ::1], int64[:, ::1], int64[:, ::1], uint8[::1], "
+            "int64[::1])")
+def write_rows(values, row_start, ktab, ratios, out, ends):
+    """Each tile's Golomb rows (tile_rows), one tile after the other from out[0]; ends[t]:
+    the byte after tile t. out: ROW_BYTES_PER_VALUE per value and a byte per tile (one
+    pass: the sizes come out of the writing)."""
+    pos = 0
     for t in range(row_start.shape[0]):
-        tile_rows(values, row_start[t], ktab, ratios, out, offsets[t])
+        size, _ = tile_rows(values, row_start[t], ktab, ratios, out, pos)
+        pos += size
+        ends[t] = pos
 
 
 # ---------------------------------------------------------------------------------------

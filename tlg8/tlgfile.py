@@ -576,11 +576,10 @@ def _encode_compiled(samples, tiles, per_tile, choices, table, fit_table, tile_s
     out = [_header(ncomp, width, height, tile_size[0], tile_size[1], table)]
     for t0, t1 in chunks:
         values, row_start = kept or rows_of(t0, t1)
-        sizes = np.empty(t1 - t0, np.int64)
-        kernels.rows_bytes(values, row_start, ktab, ratios, sizes)
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        rows = np.empty(int(offsets[-1]), np.uint8)
-        kernels.write_rows(values, row_start, ktab, ratios, offsets, rows)
+        # (pages of the bound that the rows do not reach are never touched)
+        rows = np.empty(kernels.ROW_BYTES_PER_VALUE * len(values) + (t1 - t0), np.uint8)
+        offsets = np.zeros(t1 - t0 + 1, np.int64)
+        kernels.write_rows(values, row_start, ktab, ratios, rows, offsets[1:])
         for t in range(t0, t1):
             payload = _side_bytes(choices[tile_first[t]:tile_first[t + 1]]) + \
                 rows[offsets[t - t0]:offsets[t - t0 + 1]].tobytes()
