@@ -8,8 +8,9 @@ so single runs vary by +-30 %), all in one run:
 * decode: `python3 -m tlg8 decode NAME.tlg8 OUT.png` (the reference encoder's file), wall
   time and peak memory, against the C++ decoder's 0.26 s for a 1024x1024 photo (scaled by
   pixels; ../shared/README.md);
-* default encode: `python3 -m tlg8 encode IMAGE OUT.tlg8` with --jobs 1 and --jobs 2, and
-  the serial fraction implied by the two (Amdahl: s = 2 t2 / t1 - 1, start-up included);
+* default encode: `python3 -m tlg8 encode IMAGE OUT.tlg8` with --jobs 1 and --jobs 2,
+  taking turns, and the serial fraction implied by the two (Amdahl: s = 2 t2 / t1 - 1,
+  start-up included);
   "after start": the same fraction of what follows the start-up t0 (the whole command on
   an image of one block, flat.bmp: interpreter, NumPy, package, model and kernels),
   2 (t2 - t0) / (t1 - t0) - 1; "top serial": the largest serial stage of the --jobs 2
@@ -67,8 +68,17 @@ def run(args, env=None):
 
 def median_run(args, repeat, env=None):
     """(median wall seconds, largest peak MB) of `repeat` runs."""
-    runs = [run(args, env) for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+    return median_runs([args], repeat, env)[0]
+
+
+def median_runs(commands, repeat, env=None):
+    """median_run of each command, the commands taking turns (a slow spell of the shared
+    machine then falls on all of them, not on one)."""
+    runs = [[] for _ in commands]
+    for _ in range(repeat):
+        for args, out in zip(commands, runs):
+            out.append(run(args, env))
+    return [(statistics.median(r[0] for r in out), max(r[1] for r in out)) for out in runs]
 
 
 def compile_cost(tmp):
@@ -122,9 +132,9 @@ def main():
                                         os.path.join(tmp, "d.png"), "--quiet"], args.repeat)
             cpp_dec = CPP_DECODE_1M * pixels / (1024 * 1024)
             out = os.path.join(tmp, "e.tlg8")
-            enc1, enc_mb = median_run(["tlg8", "encode", image, out, "--quiet"], args.repeat)
-            enc2, _ = median_run(["tlg8", "encode", image, out, "--quiet", "--jobs", "2"],
-                                 args.repeat)
+            (enc1, enc_mb), (enc2, _) = median_runs(
+                [["tlg8", "encode", image, out, "--quiet"],
+                 ["tlg8", "encode", image, out, "--quiet", "--jobs", "2"]], args.repeat)
             serial = max(0.0, min(1.0, 2 * enc2 / enc1 - 1))
             after = max(0.0, min(1.0, 2 * (enc2 - start) / (enc1 - start) - 1))
             wall, stages, _ = bench_timeline.profile(image, 2, repeat=args.repeat, env=ENV)
