@@ -1,11 +1,14 @@
-"""tlg8.jit: TLG8_NO_JIT, kernels calling kernels, allocates=False, numba's start-up."""
+"""tlg8.jit: TLG8_NO_JIT, kernels calling kernels, allocates=False, numba's start-up, the
+notice of a build."""
 import importlib.util
+import io
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
 import unittest
+from unittest import mock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -117,3 +120,42 @@ class Kernels(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BuildNotice(unittest.TestCase):
+    """The first command after an install compiles for most of a minute: on a terminal
+    it says so, and how long it took; elsewhere (logs, pipes, tests) it prints nothing."""
+
+    def build(self, stderr, status=0):
+        from tlg8 import encode_kernels, jit  # noqa: F401  (the module built, imported)
+        with tempfile.TemporaryDirectory() as tmp:
+            def fake_compiler(cmd, **options):      # the child that builds the library
+                if status == 0:
+                    open(os.path.join(cmd[-1], "lib_x.so"), "wb").close()
+                return subprocess.CompletedProcess(cmd, status, "no C compiler\n")
+            with mock.patch.object(jit, "_cache_dirs", lambda _: [tmp]), \
+                    mock.patch.object(subprocess, "run", fake_compiler), \
+                    mock.patch.object(sys, "stderr", stderr):
+                return jit._build("tlg8.encode_kernels", "lib_x", ".so")
+
+    def test_on_a_terminal(self):
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+        out = Terminal()
+        path, error = self.build(out)
+        self.assertTrue(path.endswith("lib_x.so"), path)
+        self.assertIsNone(error)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("compiling the kernels of tlg8.encode_kernels, once per install", lines[0])
+        self.assertRegex(lines[1], r"^tlg8: compiled in \d+ s$")
+        out = Terminal()
+        self.assertEqual(self.build(out, status=1), (None, "no C compiler"))
+        self.assertEqual(out.getvalue().splitlines()[1], "tlg8: compiling failed")
+
+    def test_elsewhere_nothing(self):
+        out = io.StringIO()
+        path, _ = self.build(out)
+        self.assertIsNotNone(path)
+        self.assertEqual(out.getvalue(), "")

@@ -22,6 +22,7 @@ later processes load in milliseconds without importing numba (see below).
 import importlib.util
 import os
 import sys
+import time
 import types
 
 _DISABLED = os.environ.get("TLG8_NO_JIT", "") not in ("", "0")
@@ -383,9 +384,14 @@ def _build(module, name, suffix):
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                 [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                           if p]))
+            started = _notice(f"tlg8: compiling the kernels of {module}, once per install "
+                              f"(about a minute)...")
             done = subprocess.run([sys.executable, "-m", "tlg8.jit", module, name,
                                    directory], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, env=env)
+            if started is not None:
+                _notice(f"tlg8: compiled in {time.monotonic() - started:.0f} s"
+                        if done.returncode == 0 else "tlg8: compiling failed")
         finally:
             os.close(lock)
             try:
@@ -399,6 +405,16 @@ def _build(module, name, suffix):
     return None, "; ".join(reasons) or "no cache directory"
 
 
+def _notice(line):
+    """One line on stderr when it is a terminal (where someone waits for the command: a
+    build takes most of a minute, a first command otherwise seems to hang); returns the
+    time it was written, or None when it was not."""
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return None
+    print(line, file=sys.stderr, flush=True)
+    return time.monotonic()
+
+
 BUILD_LOCK_STALE = 15 * 60      # seconds: a build lock older than this is abandoned
 
 
@@ -406,7 +422,6 @@ def _take_lock(path):
     """The build lock of library `path` (a file descriptor), or None once another process
     holding it has built the library: processes started together (--jobs workers, test
     runners) then build it once, not each."""
-    import time
     lock = path + ".lock"
     while True:
         try:
