@@ -48,6 +48,28 @@ class Bands(unittest.TestCase):
         self.assertEqual(codec.encode_samples(rgb[:90], search="reference", jobs=2),
                          codec.encode_samples(rgb[:90], search="reference"))
 
+    def test_more_bands_than_processes_give_the_same_bytes(self):
+        # 20 x 600 = 12,000 pixels in bands of at most 4,000: three bands, taken one
+        # after another by one process, or two and one by two.
+        rgb = tall_image()
+        want = codec.encode_blocks(rgb)
+        reference = codec.encode_samples(rgb[:300], search="reference")    # 4 tile rows
+        with unittest.mock.patch.object(codec, "BAND_PIXELS", 4000), \
+                unittest.mock.patch.object(codec, "SELECT_CHUNK", 8):
+            for jobs in (1, 2):
+                with unittest.mock.patch.object(codec, "_run_parts",
+                                                wraps=codec._run_parts) as parts:
+                    got = codec.encode_blocks(rgb, jobs=jobs)
+                self.assertEqual(got[0], want[0], jobs)
+                for a, b in zip(got[1:], want[1:]):
+                    np.testing.assert_array_equal(a, b)
+                # this process's calls: every stage on its own parts (3, or 2 of 3)
+                self.assertEqual({len(call.args[2]) for call in parts.call_args_list},
+                                 {3 if jobs == 1 else 2})
+            for jobs in (1, 2):
+                self.assertEqual(codec.encode_samples(rgb[:300], search="reference",
+                                                      jobs=jobs), reference)
+
     def test_without_fork_the_bands_run_here(self):
         rgb = tall_image()
         want = codec.encode_samples(rgb)

@@ -50,6 +50,11 @@ TALL_TILE_ROWS = 256
 MAX_TILE_PIXELS = TILE_W * TILE_H
 DEFAULT_TABLE = check_golomb_table(stages.DEFAULT_GOLOMB_TABLE)
 SELECT_CHUNK = 512      # blocks a process of --jobs takes at a time (_select)
+# Pixels of the bands that the stages after the model's choices take one at a time, so
+# that their temporaries stay those of a 512 x 512 image whatever the image's size (the
+# file pass alone holds about 28 MB per million pixels, the NumPy file writer 230 MB).
+# Measured on img1: peak 95 -> 70 MB (NumPy path 289 -> 171 MB), the same time.
+BAND_PIXELS = 1 << 18
 
 
 class EncodeError(Tlg8Error):
@@ -106,8 +111,9 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
     model's choices, SELECT_CHUNK blocks at a time by whichever process is free; then, in
     bands of whole tile rows (tiles are coded independently), the row costs, the file pass
     and each band's own file, whose tile records make the image's (tlgfile.join_bands).
-    The tables are fitted to row costs summed over the bands, so choices and bytes are the
-    same for any `jobs`.
+    An image of more than BAND_PIXELS has more bands than processes, each process taking
+    its bands one after another. The tables are fitted to row costs summed over the bands,
+    so choices and bytes are the same for any `jobs` and any bands.
     """
     if search not in SEARCHES:
         raise EncodeError(f"search must be one of {', '.join(SEARCHES)}, not {search!r}")
@@ -122,7 +128,7 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
     tile_h = tile_height(width, height, search)
     grid = block_grid(width, height, tile_h)
     file_pass = EFFORTS[effort][1] if search == "model" else None
-    bands = _bands(width, height, tile_h, jobs)
+    bands = _bands(width, height, tile_h, max(jobs, -(-height * width // BAND_PIXELS)))
     job = {"samples": samples, "search": search, "model": model, "max_trials": max_trials,
            "file_pass": file_pass, "tile_h": tile_h, "grid": grid,
            "selection": None, "taken": None}
@@ -134,7 +140,7 @@ def encode_blocks(samples, search="model", model=None, max_trials=None, progress
     # or by a single band as it writes its file. The file pass chooses with a table fitted
     # likewise to the first choices.
     fit = write and search != "reference"
-    with _band_processes(job, _parts(grid, bands), progress) as run:
+    with _band_processes(job, _parts(grid, bands), min(jobs, len(bands)), progress) as run:
         run(_select)
         if file_pass is not None:
             run(_pass, golombfit.fit(DEFAULT_TABLE, sum(run(_row_costs))))
@@ -257,22 +263,22 @@ def _finish(job, part, table):
 
 
 @contextlib.contextmanager
-def _band_processes(job, parts, progress):
-    """run(stage, *args) -> [stage(job, part, *args) for each part], each part in its own
-    process: the first here, the others in processes forked now, which inherit `job` (no
-    copies are sent; they fill its shared arrays). Without fork (Windows) every part runs
-    here. progress gets the blocks each part selects: this process's as they are chosen,
-    the others' as they arrive."""
+def _band_processes(job, parts, processes, progress):
+    """run(stage, *args) -> [stage(job, part, *args) for each part], in `processes`
+    processes: this one and others forked now, which inherit `job` (no copies are sent;
+    they fill its shared arrays). Process k takes parts k, k + processes, ... one after
+    another. Without fork (Windows) every part runs here. progress gets the blocks each
+    part selects: this process's as they are chosen, the others' as they arrive."""
     import multiprocessing
-    forks = len(parts) > 1 and "fork" in multiprocessing.get_all_start_methods()
-    here = parts[:1] if forks else parts
+    forks = processes > 1 and "fork" in multiprocessing.get_all_start_methods()
+    groups = [parts[k::processes] for k in range(processes)] if forks else [parts]
     children = []
 
     def run(stage, *args):
         for _, conn in children:
             conn.send((stage, args))
-        out = [stage(job, part, *args, **({"progress": progress} if stage is _select else {}))
-               for part in here]
+        out = [_run_parts(stage, job, groups[0], args,
+                          {"progress": progress} if stage is _select else {})]
         for _, conn in children:
             try:
                 ok, value = conn.recv()
@@ -282,9 +288,10 @@ def _band_processes(job, parts, progress):
             if not ok:
                 raise value
             if stage is _select and progress is not None:
-                progress(value)
+                progress(sum(value))
             out.append(value)
-        return out
+        # back in the parts' order: group k holds parts k, k + processes, ...
+        return [out[i % len(groups)][i // len(groups)] for i in range(len(parts))]
 
     try:
         if forks:
@@ -292,12 +299,12 @@ def _band_processes(job, parts, progress):
             if jit.available():
                 jit.load("tlg8.encode_kernels")     # once, before forking
             context = multiprocessing.get_context("fork")
-            for part in parts[1:]:
+            for group in groups[1:]:
                 conn, child_end = context.Pipe()
                 # The child closes its copies of the parent's ends, so that it sees the end
                 # of its pipe whenever the parent goes.
                 ends = [c for _, c in children] + [conn]
-                proc = context.Process(target=_serve, args=(child_end, ends, job, part),
+                proc = context.Process(target=_serve, args=(child_end, ends, job, group),
                                        daemon=True)
                 proc.start()
                 child_end.close()
@@ -313,8 +320,14 @@ def _band_processes(job, parts, progress):
             proc.join()
 
 
-def _serve(conn, parent_ends, job, part):
-    """A band process: runs the stages the parent sends until it closes the pipe."""
+def _run_parts(stage, job, parts, args, options):
+    """A process's share of a stage: stage(job, part, *args) of each of its parts."""
+    return [stage(job, part, *args, **options) for part in parts]
+
+
+def _serve(conn, parent_ends, job, parts):
+    """A band process: runs the stages the parent sends, on its parts, until it closes
+    the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for end in parent_ends:
@@ -325,7 +338,7 @@ def _serve(conn, parent_ends, job, part):
         except (EOFError, OSError):
             return
         try:
-            reply = (True, stage(job, part, *args))
+            reply = (True, _run_parts(stage, job, parts, args, {}))
         except Exception as e:          # the parent raises it
             reply = (False, e)
         try:
