@@ -70,6 +70,24 @@ class Bands(unittest.TestCase):
                 self.assertEqual(codec.encode_samples(rgb[:300], search="reference",
                                                       jobs=jobs), reference)
 
+    def test_a_model_trying_configurations_out_of_range_is_refused(self):
+        # What the file pass reads is kept in int16 and indexes its tables: a model whose
+        # "tried" holds filter 300 gets an error, never a wrapped or wild value.
+        class WildModel:
+            def __init__(self):
+                self.model = default_model()
+
+            def choose_image(self, *args, **options):
+                sel = self.model.choose_image(*args, **options)
+                sel["tried"][0, 0, 1] = 300
+                return sel
+        rgb = tall_image()
+        for band_pixels in (codec.BAND_PIXELS, 4000):           # one band, three
+            with self.subTest(band_pixels=band_pixels), \
+                    unittest.mock.patch.object(codec, "BAND_PIXELS", band_pixels):
+                with self.assertRaisesRegex(Tlg8Error, "'tried' holds values outside"):
+                    codec.encode_blocks(rgb, model=WildModel())
+
     def test_without_fork_the_bands_run_here(self):
         rgb = tall_image()
         want = codec.encode_samples(rgb)

@@ -168,6 +168,12 @@ def _parts(grid, bands):
     return [{"rows": rows, "band": (first[k], first[k + 1])} for k, rows in enumerate(bands)]
 
 
+# What the model tried, kept for the file pass in int16 rather than int64 (configuration
+# fields < 96, entropy 0 or 1, -1 for an unused trial): 4 MiB rather than 16 per million
+# pixels at 16 trials. _select refuses a model's values that do not fit.
+SMALL_FIELDS = ("tried", "tried_entropy")
+
+
 def _selection(n, search, max_trials, file_pass):
     """The arrays the stages of several processes fill, for n blocks, in memory shared with
     processes forked later: the selection's choices, bits, trials and (for the file pass)
@@ -180,6 +186,8 @@ def _selection(n, search, max_trials, file_pass):
         rows = {"choices": np.zeros((1, 5), np.int64), "bits": np.zeros(1, np.int64)}
     out = {}
     for key, row in rows.items():               # each block's row is the same
+        if key in SMALL_FIELDS:
+            row = row.astype(np.int16)
         memory = mmap.mmap(-1, max(1, n * row.nbytes))     # anonymous: MAP_SHARED
         out[key] = np.frombuffer(memory, row.dtype, n * row.size).reshape((n,) + row.shape[1:])
         out[key][...] = row
@@ -208,6 +216,11 @@ def _select(job, part, progress=None):
             grid=job["grid"][blocks[0]:blocks[1]])) for blocks in _taken(job))
     done = 0
     for (a, b), sel in pieces:
+        for key in SMALL_FIELDS:      # (the file pass indexes tables with them)
+            if key in sel and sel[key].size and not \
+                    (-1 <= sel[key].min() and sel[key].max() < stages.N_FILTERS):
+                raise EncodeError(f"the model's {key!r} holds values outside -1 .. "
+                                  f"{stages.N_FILTERS - 1}")
         if out is None:         # one process: the whole image's own arrays
             job["selection"] = sel
         else:
