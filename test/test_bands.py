@@ -71,22 +71,25 @@ class Bands(unittest.TestCase):
                                                       jobs=jobs), reference)
 
     def test_a_model_trying_configurations_out_of_range_is_refused(self):
-        # What the file pass reads is kept in int16 and indexes its tables: a model whose
-        # "tried" holds filter 300 gets an error, never a wrapped or wild value.
+        # What the file pass reads is kept in int16 and indexes the kernels' tables: a
+        # model whose "tried" holds filter 300 or reorder 8 gets an error, never a wrapped
+        # or wild value.
         class WildModel:
-            def __init__(self):
-                self.model = default_model()
+            def __init__(self, key, index, value):
+                self.model, self.key, self.index, self.value = default_model(), key, index, value
 
             def choose_image(self, *args, **options):
                 sel = self.model.choose_image(*args, **options)
-                sel["tried"][0, 0, 1] = 300
+                sel[self.key][self.index] = self.value
                 return sel
         rgb = tall_image()
-        for band_pixels in (codec.BAND_PIXELS, 4000):           # one band, three
-            with self.subTest(band_pixels=band_pixels), \
-                    unittest.mock.patch.object(codec, "BAND_PIXELS", band_pixels):
-                with self.assertRaisesRegex(Tlg8Error, "'tried' holds values outside"):
-                    codec.encode_blocks(rgb, model=WildModel())
+        for key, index, value in (("tried", (0, 0, 1), 300), ("tried", (5, 2, 2), 8),
+                                  ("tried", (5, 2, 0), -1), ("tried_entropy", (3, 1), 2)):
+            for band_pixels in (codec.BAND_PIXELS, 4000):           # one band, three
+                with self.subTest(key=key, value=value, band_pixels=band_pixels), \
+                        unittest.mock.patch.object(codec, "BAND_PIXELS", band_pixels):
+                    with self.assertRaisesRegex(Tlg8Error, "tried configurations out of"):
+                        codec.encode_blocks(rgb, model=WildModel(key, index, value))
 
     def test_without_fork_the_bands_run_here(self):
         rgb = tall_image()

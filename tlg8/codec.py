@@ -170,8 +170,10 @@ def _parts(grid, bands):
 
 # What the model tried, kept for the file pass in int16 rather than int64 (configuration
 # fields < 96, entropy 0 or 1, -1 for an unused trial): 4 MiB rather than 16 per million
-# pixels at 16 trials. _select refuses a model's values that do not fit.
+# pixels at 16 trials. _select refuses a model's values out of range (_check_tried).
 SMALL_FIELDS = ("tried", "tried_entropy")
+CONFIG_LIMITS = np.array([stages.N_PREDICTORS, stages.N_FILTERS, stages.N_REORDERS,
+                          stages.N_INTERLEAVES])
 
 
 def _selection(n, search, max_trials, file_pass):
@@ -216,17 +218,26 @@ def _select(job, part, progress=None):
             grid=job["grid"][blocks[0]:blocks[1]])) for blocks in _taken(job))
     done = 0
     for (a, b), sel in pieces:
-        for key in SMALL_FIELDS:      # (the file pass indexes tables with them)
-            if key in sel and sel[key].size and not \
-                    (-1 <= sel[key].min() and sel[key].max() < stages.N_FILTERS):
-                raise EncodeError(f"the model's {key!r} holds values outside -1 .. "
-                                  f"{stages.N_FILTERS - 1}")
+        if "tried" in sel:
+            _check_tried(sel["tried"], sel["tried_entropy"])
         if out is None:         # one process: the whole image's own arrays
             job["selection"] = sel
         else:
             trials.store_selection(out, slice(a, b), sel)
         done += b - a
     return done
+
+
+def _check_tried(tried, entropy):
+    """A model's tried configurations (N, T, 4) and their entropy estimators (N, T): each
+    a configuration (or all -1: no trial), estimator 0 or 1, else an EncodeError. The file
+    pass indexes the compiled kernels' tables with them, which check no bounds."""
+    unused = (tried == -1).all(axis=-1)
+    good = ((tried >= 0) & (tried < CONFIG_LIMITS)).all(axis=-1) | unused
+    if not (good.all() and ((entropy == 0) | (entropy == 1)).all()):
+        raise EncodeError("the model tried configurations out of range (fields: predictor "
+                          "< 8, filter < 96, reorder < 8, interleave < 2; entropy 0 or 1; "
+                          "-1 for no trial)")
 
 
 def _taken(job):
